@@ -1,0 +1,684 @@
+//! The document actor: the one task that owns a document's `yrs::Doc` and `Awareness`.
+//!
+//! Sessions send [`DocCommand`]s to its mailbox. The actor takes them in batches: it applies
+//! every update of a batch in one transaction, appends them to the store in one durable write
+//! (group commit), and only then sends anything out: replies, awareness relays, and one merged
+//! update frame for the whole batch, encoded once and shared by every session. So no client ever
+//! sees state the store does not hold, and a burst of N updates costs one write and one frame per
+//! session instead of N.
+//!
+//! Each session has a bounded outgoing queue. A session whose queue is full is disconnected (its
+//! client reconnects and resyncs); the actor never waits for a slow client and never drops a frame
+//! silently.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::time::sleep_until;
+use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::command::{CloseReason, ConnId, DocCommand, DocError, Outbound};
+use crate::config::DocConfig;
+use crate::name::DocName;
+use crate::protocol::{self, ClientMessage, IncomingUpdate};
+use crate::registry::RegistryInner;
+use crate::store::{DocStore, StoredDoc};
+
+/// A joined session as the actor sees it.
+struct SessionEntry {
+    outbound: mpsc::Sender<Outbound>,
+    can_write: bool,
+    /// Awareness client ids this connection has announced; removed when it leaves.
+    awareness_clients: HashSet<ClientID>,
+}
+
+/// Where an accepted update came from.
+enum UpdateOrigin {
+    Session(ConnId),
+    Api(tokio::sync::oneshot::Sender<Result<(), DocError>>),
+}
+
+/// Everything a batch produced, held back until the batch's updates are durable.
+#[derive(Default)]
+struct Outgoing {
+    /// Frames for one session each, in order.
+    direct: Vec<(ConnId, Bytes)>,
+    /// Frames for every session (awareness relays), in order.
+    everyone: Vec<Bytes>,
+    /// Accepted updates, to store and then broadcast as one merged frame.
+    updates: Vec<Bytes>,
+    /// Sessions whose updates are in `updates` (they already have them).
+    update_sources: HashSet<ConnId>,
+    /// API callers to answer once the updates are durable.
+    api_replies: Vec<tokio::sync::oneshot::Sender<Result<(), DocError>>>,
+    /// Sessions to close after sending, with the reason.
+    closes: Vec<(ConnId, CloseReason)>,
+}
+
+/// How the actor's loop ends.
+enum Exit {
+    /// Keep running.
+    Continue,
+    /// Stop now (shutdown, eviction, failure); the registry entry is already handled.
+    Stop,
+}
+
+pub(crate) struct DocActor {
+    name: DocName,
+    generation: u64,
+    awareness: Awareness,
+    sessions: HashMap<ConnId, SessionEntry>,
+    store: Arc<dyn DocStore>,
+    config: Arc<DocConfig>,
+    registry: Weak<RegistryInner>,
+    mailbox: mpsc::Receiver<DocCommand>,
+    /// Sequence number of the next log append.
+    next_seq: u64,
+    /// Updates and bytes in the log since the last snapshot.
+    log_updates: u64,
+    log_bytes: u64,
+    /// Bytes of the last snapshot.
+    snapshot_bytes: u64,
+    /// When the last session left (the idle-unload clock), if none is connected.
+    idle_since: Option<Instant>,
+}
+
+impl DocActor {
+    pub(crate) fn new(
+        name: DocName,
+        generation: u64,
+        store: Arc<dyn DocStore>,
+        config: Arc<DocConfig>,
+        registry: Weak<RegistryInner>,
+        mailbox: mpsc::Receiver<DocCommand>,
+    ) -> Self {
+        DocActor {
+            name,
+            generation,
+            awareness: Awareness::new(Doc::new()),
+            sessions: HashMap::new(),
+            store,
+            config,
+            registry,
+            mailbox,
+            next_seq: 0,
+            log_updates: 0,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            idle_since: Some(Instant::now()),
+        }
+    }
+
+    /// Loads the document, then serves the mailbox until unloaded or stopped.
+    pub(crate) async fn run(mut self) {
+        let started = Instant::now();
+        match self.store.load(&self.name).await {
+            Ok(stored) => self.restore(stored),
+            Err(error) => {
+                tracing::error!(doc = %self.name, %error, "failed to load document");
+                self.fail(format!("failed to load: {error}")).await;
+                return;
+            }
+        }
+        tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            log_updates = self.log_updates, "document loaded");
+
+        loop {
+            let idle_deadline = self.idle_deadline();
+            let first = tokio::select! {
+                command = self.mailbox.recv() => match command {
+                    Some(command) => command,
+                    None => return,
+                },
+                _ = sleep_until(idle_deadline), if self.idle_since.is_some() => {
+                    if self.unload().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = Vec::with_capacity(16);
+            batch.push(first);
+            while batch.len() < self.config.max_batch {
+                match self.mailbox.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Exit::Stop = self.handle_batch(batch).await {
+                return;
+            }
+        }
+    }
+
+    fn idle_deadline(&self) -> tokio::time::Instant {
+        let since = self.idle_since.unwrap_or_else(Instant::now);
+        tokio::time::Instant::from_std(since + self.config.idle_unload)
+    }
+
+    /// Rebuilds the in-memory document from its snapshot and log. Records that do not decode
+    /// are reported and skipped: one damaged record must not make the whole document unusable.
+    fn restore(&mut self, stored: StoredDoc) {
+        self.next_seq = stored.next_seq;
+        self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+        self.log_updates = stored.log.len() as u64;
+        self.log_bytes = stored.log_bytes();
+        let doc = self.awareness.doc();
+        let mut txn = doc.transact_mut();
+        let records = stored
+            .snapshot
+            .iter()
+            .map(|s| ("snapshot".to_string(), s))
+            .chain(stored.log.iter().map(|e| (format!("log entry {}", e.seq), &e.update)));
+        for (what, bytes) in records {
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                Update::decode_v1(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()))
+            }));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(doc = %self.name, record = %what, %error,
+                        "stored record is damaged; skipped")
+                }
+                Err(_) => {
+                    tracing::error!(doc = %self.name, record = %what,
+                        "stored record made the decoder panic; skipped")
+                }
+            }
+        }
+    }
+
+    async fn handle_batch(&mut self, batch: Vec<DocCommand>) -> Exit {
+        let mut out = Outgoing::default();
+        let mut stop: Option<(DocCommand, CloseReason)> = None;
+        {
+            let mut pending_updates: Vec<(IncomingUpdate, UpdateOrigin)> = Vec::new();
+            for command in batch {
+                if stop.is_some() {
+                    // A stop command ends the batch; later commands see a stopped actor.
+                    refuse(command, DocError::Unloaded);
+                    continue;
+                }
+                match command {
+                    DocCommand::Join {
+                        conn,
+                        outbound,
+                        can_write,
+                        reply,
+                    } => {
+                        // Earlier updates of this batch must be in the state the joiner sees.
+                        self.apply_pending(&mut pending_updates, &mut out);
+                        self.join(conn, outbound, can_write, &mut out);
+                        let _ = reply.send(Ok(()));
+                    }
+                    DocCommand::Message { conn, message } => match message {
+                        ClientMessage::Update(update) => {
+                            match self.sessions.get(&conn) {
+                                None => {}
+                                Some(session) if !session.can_write => {
+                                    out.direct.push((
+                                        conn,
+                                        protocol::encode_permission_denied(
+                                            "read-only connection: update ignored",
+                                        ),
+                                    ));
+                                }
+                                Some(_) => {
+                                    pending_updates.push((update, UpdateOrigin::Session(conn)))
+                                }
+                            }
+                        }
+                        other => {
+                            self.apply_pending(&mut pending_updates, &mut out);
+                            self.handle_message(conn, other, &mut out);
+                        }
+                    },
+                    DocCommand::Leave { conn } => {
+                        self.apply_pending(&mut pending_updates, &mut out);
+                        self.remove_session(conn, &mut out);
+                    }
+                    DocCommand::ApplyUpdate { update, reply } => {
+                        match protocol::decode_bare_update(update) {
+                            Ok(update) => pending_updates.push((update, UpdateOrigin::Api(reply))),
+                            Err(error) => {
+                                let _ = reply.send(Err(DocError::Refused(error.to_string())));
+                            }
+                        }
+                    }
+                    DocCommand::Read { read, reply } => {
+                        self.apply_pending(&mut pending_updates, &mut out);
+                        let result = catch_unwind(AssertUnwindSafe(|| read(self.awareness.doc())))
+                            .map_err(|_| DocError::Unavailable("read panicked".into()));
+                        let _ = reply.send(result);
+                    }
+                    command @ DocCommand::Evict { .. } => {
+                        stop = Some((command, CloseReason::Deleted));
+                    }
+                    command @ DocCommand::Shutdown { .. } => {
+                        stop = Some((command, CloseReason::ShuttingDown));
+                    }
+                }
+            }
+            self.apply_pending(&mut pending_updates, &mut out);
+        }
+
+        if !self.persist(&mut out).await {
+            return Exit::Stop;
+        }
+        self.deliver(out);
+
+        if let Some((command, reason)) = stop {
+            self.close_all(reason);
+            self.deregister();
+            self.drain_mailbox();
+            match command {
+                DocCommand::Evict { reply } | DocCommand::Shutdown { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                _ => {}
+            }
+            return Exit::Stop;
+        }
+        if self.log_updates >= self.config.compact_after_updates
+            || self.log_bytes >= self.config.compact_after_bytes
+        {
+            if let Err(error) = self.compact().await {
+                // The log is intact; compaction is retried after the next append.
+                tracing::warn!(doc = %self.name, %error, "compaction failed");
+            }
+        }
+        Exit::Continue
+    }
+
+    /// Applies the updates collected so far in one transaction, recording the accepted ones.
+    fn apply_pending(
+        &mut self,
+        pending: &mut Vec<(IncomingUpdate, UpdateOrigin)>,
+        out: &mut Outgoing,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let doc = self.awareness.doc();
+        let mut txn = doc.transact_mut();
+        for (incoming, origin) in pending.drain(..) {
+            let stored = self.snapshot_bytes + self.log_bytes;
+            let queued: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
+            if stored + queued + incoming.bytes.len() as u64 > self.config.max_doc_bytes {
+                let reason = format!(
+                    "document would exceed the {} byte limit",
+                    self.config.max_doc_bytes
+                );
+                tracing::warn!(doc = %self.name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
+                match origin {
+                    UpdateOrigin::Session(conn) => {
+                        out.closes.push((conn, CloseReason::Refused(reason)))
+                    }
+                    UpdateOrigin::Api(reply) => {
+                        let _ = reply.send(Err(DocError::Refused(reason)));
+                    }
+                }
+                continue;
+            }
+            let IncomingUpdate { bytes, update, .. } = incoming;
+            let applied = catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
+            let error = match applied {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(format!("update rejected: {error}")),
+                Err(_) => Some("update made the document panic".to_string()),
+            };
+            match (error, origin) {
+                (None, UpdateOrigin::Session(conn)) => {
+                    out.updates.push(bytes);
+                    out.update_sources.insert(conn);
+                }
+                (None, UpdateOrigin::Api(reply)) => {
+                    out.updates.push(bytes);
+                    out.api_replies.push(reply);
+                }
+                (Some(reason), UpdateOrigin::Session(conn)) => {
+                    tracing::warn!(doc = %self.name, %conn, %reason, "closing connection");
+                    out.closes.push((conn, CloseReason::BadMessage(reason)));
+                }
+                (Some(reason), UpdateOrigin::Api(reply)) => {
+                    let _ = reply.send(Err(DocError::Refused(reason)));
+                }
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        outbound: mpsc::Sender<Outbound>,
+        can_write: bool,
+        out: &mut Outgoing,
+    ) {
+        self.sessions.insert(
+            conn,
+            SessionEntry {
+                outbound,
+                can_write,
+                awareness_clients: HashSet::new(),
+            },
+        );
+        self.idle_since = None;
+        let state_vector = self.awareness.doc().transact().state_vector();
+        out.direct
+            .push((conn, protocol::encode_sync_step1(&state_vector)));
+        if let Some(frame) = self.encode_all_awareness() {
+            out.direct.push((conn, frame));
+        }
+    }
+
+    fn encode_all_awareness(&self) -> Option<Bytes> {
+        match self.awareness.update() {
+            Ok(update) if !update.clients.is_empty() => Some(protocol::encode_awareness(&update)),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(doc = %self.name, %error, "could not encode awareness");
+                None
+            }
+        }
+    }
+
+    fn handle_message(&mut self, conn: ConnId, message: ClientMessage, out: &mut Outgoing) {
+        if !self.sessions.contains_key(&conn) {
+            return; // Closed while this message was queued.
+        }
+        match message {
+            ClientMessage::SyncStep1(state_vector) => {
+                let update = self.encode_diff(&state_vector);
+                out.direct.push((conn, protocol::encode_sync_step2(&update)));
+            }
+            ClientMessage::Awareness { update, frame } => {
+                self.apply_awareness(conn, update, frame, out);
+            }
+            ClientMessage::QueryAwareness => {
+                if let Some(frame) = self.encode_all_awareness() {
+                    out.direct.push((conn, frame));
+                }
+            }
+            ClientMessage::Auth => {
+                tracing::debug!(doc = %self.name, %conn, "ignoring auth message from client");
+            }
+            ClientMessage::Update(_) => unreachable!("updates are batched by the caller"),
+        }
+    }
+
+    fn encode_diff(&self, state_vector: &StateVector) -> Vec<u8> {
+        self.awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(state_vector)
+    }
+
+    fn apply_awareness(
+        &mut self,
+        conn: ConnId,
+        update: AwarenessUpdate,
+        frame: Bytes,
+        out: &mut Outgoing,
+    ) {
+        let announced: Vec<(ClientID, bool)> = update
+            .clients
+            .iter()
+            .map(|(id, entry)| (*id, entry.json.as_ref() != "null"))
+            .collect();
+        match self.awareness.apply_update_summary(update) {
+            Ok(Some(_)) => {
+                if let Some(session) = self.sessions.get_mut(&conn) {
+                    for (id, present) in announced {
+                        if present {
+                            session.awareness_clients.insert(id);
+                        } else {
+                            session.awareness_clients.remove(&id);
+                        }
+                    }
+                }
+                // Relayed to everyone, the sender included: y-websocket clients count it as a
+                // sign of life, as the reference server does.
+                out.everyone.push(frame);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(doc = %self.name, %conn, %error, "awareness update rejected");
+                out.closes
+                    .push((conn, CloseReason::BadMessage(error.to_string())));
+            }
+        }
+    }
+
+    /// Forgets a session and tells the others its awareness clients are gone.
+    fn remove_session(&mut self, conn: ConnId, out: &mut Outgoing) {
+        let Some(session) = self.sessions.remove(&conn) else {
+            return;
+        };
+        if self.sessions.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+        let gone: Vec<ClientID> = session.awareness_clients.into_iter().collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            self.awareness.remove_state(*id);
+        }
+        match self.awareness.update_with_clients(gone) {
+            Ok(update) => out.everyone.push(protocol::encode_awareness(&update)),
+            Err(error) => tracing::warn!(doc = %self.name, %error, "could not encode removal"),
+        }
+    }
+
+    /// Makes the batch's updates durable. On failure every session is closed (clients keep
+    /// their edits and resend them to the next actor) and the actor stops: the in-memory state
+    /// is ahead of the store and must not be served.
+    async fn persist(&mut self, out: &mut Outgoing) -> bool {
+        if out.updates.is_empty() {
+            return true;
+        }
+        let count = out.updates.len() as u64;
+        let bytes: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
+        let started = Instant::now();
+        match self
+            .store
+            .append(&self.name, self.next_seq, out.updates.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::trace!(doc = %self.name, count, bytes,
+                    elapsed_us = started.elapsed().as_micros() as u64, "appended");
+                self.next_seq += count;
+                self.log_updates += count;
+                self.log_bytes += bytes;
+                true
+            }
+            Err(error) => {
+                tracing::error!(doc = %self.name, %error, "append failed; stopping the document");
+                for reply in out.api_replies.drain(..) {
+                    let _ = reply.send(Err(DocError::Unavailable(error.to_string())));
+                }
+                self.fail(format!("storage failed: {error}")).await;
+                false
+            }
+        }
+    }
+
+    /// Sends everything a batch produced: direct frames, relays, one merged update frame.
+    fn deliver(&mut self, out: Outgoing) {
+        let Outgoing {
+            direct,
+            everyone,
+            updates,
+            update_sources,
+            api_replies,
+            closes,
+        } = out;
+        let mut dead = Vec::new();
+        for (conn, frame) in direct {
+            if let Some(session) = self.sessions.get(&conn) {
+                if !try_deliver(&session.outbound, frame) {
+                    dead.push(conn);
+                }
+            }
+        }
+        let update_frame = self.merged_update_frame(&updates);
+        // A session that sent every update of the batch already has them.
+        let skip = if update_sources.len() == 1 && api_replies.is_empty() {
+            update_sources.iter().next().copied()
+        } else {
+            None
+        };
+        for (conn, session) in &self.sessions {
+            let mut ok = everyone
+                .iter()
+                .all(|frame| try_deliver(&session.outbound, frame.clone()));
+            if let Some(frame) = &update_frame {
+                if ok && skip != Some(*conn) {
+                    ok = try_deliver(&session.outbound, frame.clone());
+                }
+            }
+            if !ok {
+                dead.push(*conn);
+            }
+        }
+        for reply in api_replies {
+            let _ = reply.send(Ok(()));
+        }
+        for (conn, reason) in closes {
+            if let Some(session) = self.sessions.get(&conn) {
+                let _ = session.outbound.try_send(Outbound::Close(reason));
+            }
+            dead.push(conn);
+        }
+        if dead.is_empty() {
+            return;
+        }
+        // Removing a session broadcasts its awareness removal, which may overflow another queue.
+        let mut removals = Outgoing::default();
+        for conn in dead {
+            if let Some(session) = self.sessions.get(&conn) {
+                if session.outbound.capacity() == 0 && !session.outbound.is_closed() {
+                    tracing::warn!(doc = %self.name, %conn, queue = self.config.outbound_queue,
+                        "client too slow: outgoing queue full, disconnecting it");
+                }
+            }
+            self.remove_session(conn, &mut removals);
+        }
+        if !removals.everyone.is_empty() {
+            self.deliver(removals);
+        }
+    }
+
+    fn merged_update_frame(&self, updates: &[Bytes]) -> Option<Bytes> {
+        match updates {
+            [] => None,
+            [one] => Some(protocol::encode_update(one)),
+            many => match yrs::merge_updates_v1(many) {
+                Ok(merged) => Some(protocol::encode_update(&merged)),
+                Err(error) => {
+                    // Every update decoded on the way in, so this is not expected; fall back
+                    // to the state they all produced.
+                    tracing::warn!(doc = %self.name, %error, "could not merge updates");
+                    let sv = StateVector::default();
+                    Some(protocol::encode_update(&self.encode_diff(&sv)))
+                }
+            },
+        }
+    }
+
+    /// Replaces the snapshot with the current state and drops the log it covers.
+    async fn compact(&mut self) -> Result<(), DocError> {
+        let started = Instant::now();
+        let snapshot = self.encode_diff(&StateVector::default());
+        let size = snapshot.len() as u64;
+        self.store
+            .compact(&self.name, snapshot, self.next_seq)
+            .await?;
+        tracing::debug!(doc = %self.name, compacted_updates = self.log_updates,
+            snapshot_bytes = size, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compacted");
+        self.snapshot_bytes = size;
+        self.log_updates = 0;
+        self.log_bytes = 0;
+        Ok(())
+    }
+
+    /// Idle unload: compact, leave the registry, answer anything still queued with "retry".
+    /// Returns false if the actor must keep running (a session joined meanwhile).
+    async fn unload(&mut self) -> bool {
+        if !self.mailbox.is_empty() {
+            // Something arrived: handle it first; the idle clock restarts if still idle.
+            self.idle_since = self.sessions.is_empty().then(Instant::now);
+            return false;
+        }
+        if self.log_updates > 0 {
+            if let Err(error) = self.compact().await {
+                tracing::warn!(doc = %self.name, %error, "compaction before unload failed");
+            }
+        }
+        self.deregister();
+        self.drain_mailbox();
+        tracing::debug!(doc = %self.name, "document unloaded");
+        true
+    }
+
+    fn deregister(&self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(&self.name, self.generation);
+        }
+    }
+
+    /// After deregistering: close the mailbox and answer whatever is still in it.
+    fn drain_mailbox(&mut self) {
+        self.mailbox.close();
+        while let Ok(command) = self.mailbox.try_recv() {
+            refuse(command, DocError::Unloaded);
+        }
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        for (_, session) in self.sessions.drain() {
+            let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
+        }
+    }
+
+    /// Stops the actor after an error: every session is closed and callers are told.
+    async fn fail(&mut self, reason: String) {
+        self.close_all(CloseReason::Unavailable(reason.clone()));
+        self.deregister();
+        self.mailbox.close();
+        while let Ok(command) = self.mailbox.try_recv() {
+            refuse(command, DocError::Unavailable(reason.clone()));
+        }
+    }
+}
+
+/// Queues a frame without waiting; false if the session is gone or too slow.
+fn try_deliver(outbound: &mpsc::Sender<Outbound>, frame: Bytes) -> bool {
+    match outbound.try_send(Outbound::Frame(frame)) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => false,
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Answers a command the actor will not carry out.
+fn refuse(command: DocCommand, error: DocError) {
+    let reply = match command {
+        DocCommand::Join { reply, .. }
+        | DocCommand::ApplyUpdate { reply, .. }
+        | DocCommand::Read { reply, .. }
+        | DocCommand::Evict { reply }
+        | DocCommand::Shutdown { reply } => reply,
+        DocCommand::Message { .. } | DocCommand::Leave { .. } => return,
+    };
+    let _ = reply.send(Err(error));
+}

@@ -1,0 +1,37 @@
+//! Tunables of the document layer: compaction thresholds, idle unload and queue sizes.
+
+use std::time::Duration;
+
+/// How documents are kept in memory and in the store.
+#[derive(Debug, Clone)]
+pub struct DocConfig {
+    /// Compact the log into a snapshot once it holds this many updates.
+    pub compact_after_updates: u64,
+    /// ... or once the log holds this many bytes.
+    pub compact_after_bytes: u64,
+    /// Unload a document this long after its last client left.
+    pub idle_unload: Duration,
+    /// Frames a session may have waiting to be written before it counts as too slow and is
+    /// disconnected (its client reconnects and resyncs).
+    pub outbound_queue: usize,
+    /// Commands a document's mailbox holds before senders wait (backpressure on clients).
+    pub mailbox: usize,
+    /// Most commands handled as one batch (one store write, one merged broadcast).
+    pub max_batch: usize,
+    /// Updates that would grow a document's encoded state past this many bytes are refused.
+    pub max_doc_bytes: u64,
+}
+
+impl Default for DocConfig {
+    fn default() -> Self {
+        DocConfig {
+            compact_after_updates: 1000,
+            compact_after_bytes: 4 * 1024 * 1024,
+            idle_unload: Duration::from_secs(30),
+            outbound_queue: 1024,
+            mailbox: 4096,
+            max_batch: 1024,
+            max_doc_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
