@@ -1,0 +1,74 @@
+//! HTTP errors: one enum mapped to a status code and a JSON body `{ "error": "..." }`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use weft_crdt::DocError;
+
+/// An error answered to an HTTP request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credentials, or bad ones (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that do not allow this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// It already exists (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over a limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many requests or connections (429).
+    #[error("{0}")]
+    TooMany(String),
+    /// The server cannot serve this now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside the server (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<actix_web::Error> for ApiError {
+    fn from(error: actix_web::Error) -> Self {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(error: DocError) -> Self {
+        match error {
+            DocError::Refused(why) => ApiError::BadRequest(why),
+            DocError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+            DocError::Unavailable(_) | DocError::Unloaded => ApiError::Unavailable(error.to_string()),
+            DocError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

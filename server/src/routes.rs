@@ -1,0 +1,22 @@
+//! Plain HTTP routes: health checks.
+
+use actix_web::{web, HttpResponse};
+
+use crate::state::AppState;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the store answers and the server is not shutting down.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if *state.shutdown.borrow() {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "stopping" }));
+    }
+    match state.registry.store().flush().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Err(error) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() })),
+    }
+}

@@ -1,0 +1,228 @@
+//! WebSocket sessions: the upgrade handler and the loop that serves one connection.
+//!
+//! A session decodes each incoming binary frame (one y-protocols message per frame), hands it
+//! to the document actor, and writes whatever the actor queues for it. It never touches the
+//! document itself. It ends, with a WebSocket close code and one log line, when the client
+//! leaves or misbehaves, when the document drops it (too slow, deleted), when the client stops
+//! answering pings, or when the server shuts down.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason as WsCloseReason, ProtocolError};
+use tokio::sync::{mpsc, watch};
+use weft_crdt::protocol::decode_client_message;
+use weft_crdt::{CloseReason, ConnId, DocHandle, DocName, Outbound};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Most frames written per wake-up before the session looks at its socket again.
+const WRITE_BURST: usize = 64;
+
+/// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, upgrades, starts a session.
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = req.path().trim_start_matches('/');
+    let name = DocName::new(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let conn = uuid::Uuid::new_v4();
+    let max = state.config.max_message_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let peer = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    actix_web::rt::spawn(run(
+        state.into_inner(),
+        name,
+        conn,
+        peer,
+        ws,
+        stream,
+    ));
+    Ok(response)
+}
+
+/// Why a session ended: what is logged and which close frame (if any) is sent.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    ClientGone,
+    Closed(CloseCode, String),
+}
+
+impl End {
+    fn from_doc(reason: CloseReason) -> End {
+        match reason {
+            CloseReason::BadMessage(why) => End::Closed(CloseCode::Invalid, why),
+            CloseReason::Refused(why) => End::Closed(CloseCode::Policy, why),
+            CloseReason::Unavailable(why) => End::Closed(CloseCode::Error, why),
+            CloseReason::Deleted => End::Closed(CloseCode::Normal, "document deleted".into()),
+            CloseReason::ShuttingDown => {
+                End::Closed(CloseCode::Away, "server shutting down".into())
+            }
+        }
+    }
+
+    fn slow() -> End {
+        End::Closed(
+            CloseCode::Again,
+            "client too slow: outgoing queue full; reconnect to resync".into(),
+        )
+    }
+}
+
+async fn run(
+    state: std::sync::Arc<AppState>,
+    name: DocName,
+    conn: ConnId,
+    peer: String,
+    mut ws: actix_ws::Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let (outbound, mut queue) = mpsc::channel(state.config.outbound_queue);
+    let doc = match state.registry.join(&name, conn, outbound, true).await {
+        Ok(doc) => doc,
+        Err(error) => {
+            tracing::warn!(doc = %name, %conn, %error, "could not open document");
+            let _ = ws
+                .close(Some(ws_close(CloseCode::Again, &error.to_string())))
+                .await;
+            return;
+        }
+    };
+    tracing::info!(doc = %name, %conn, %peer, "client connected");
+    let mut shutdown = state.shutdown.clone();
+    let end = serve(&state, &doc, conn, &mut ws, &mut stream, &mut queue, &mut shutdown).await;
+    doc.leave(conn).await;
+    match &end {
+        End::ClientClosed | End::ClientGone => {
+            tracing::info!(doc = %name, %conn, reason = ?end, "client disconnected")
+        }
+        End::Closed(code, why) => {
+            let code_num: u16 = (*code).into();
+            if matches!(code, CloseCode::Normal | CloseCode::Away) {
+                tracing::info!(doc = %name, %conn, code = code_num, reason = %why, "client disconnected");
+            } else {
+                tracing::warn!(doc = %name, %conn, code = code_num, reason = %why, "connection closed by server");
+            }
+        }
+    }
+    let close = match end {
+        End::Closed(code, why) => Some(ws_close(code, &why)),
+        End::ClientClosed => None,
+        End::ClientGone => return,
+    };
+    let _ = ws.close(close).await;
+}
+
+/// A close frame; the reason is cut to what fits in a control frame.
+fn ws_close(code: CloseCode, reason: &str) -> WsCloseReason {
+    let mut cut = reason.len().min(120);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    WsCloseReason {
+        code,
+        description: Some(reason[..cut].to_string()),
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    doc: &DocHandle,
+    conn: ConnId,
+    ws: &mut actix_ws::Session,
+    stream: &mut actix_ws::AggregatedMessageStream,
+    queue: &mut mpsc::Receiver<Outbound>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                return End::from_doc(CloseReason::ShuttingDown);
+            }
+            outbound = queue.recv() => {
+                let mut next = outbound;
+                for _ in 0..WRITE_BURST {
+                    match next {
+                        Some(Outbound::Frame(frame)) => {
+                            if ws.binary(frame).await.is_err() {
+                                return End::ClientGone;
+                            }
+                        }
+                        Some(Outbound::Close(reason)) => return End::from_doc(reason),
+                        // The document dropped this session: it could not keep up.
+                        None => return End::slow(),
+                    }
+                    match queue.try_recv() {
+                        Ok(more) => next = Some(more),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+                    }
+                }
+            }
+            incoming = stream.recv() => {
+                last_heard = Instant::now();
+                match incoming {
+                    Some(Ok(AggregatedMessage::Binary(frame))) => {
+                        match decode_client_message(frame) {
+                            Ok(message) => {
+                                if !doc.message(conn, message).await {
+                                    return End::from_doc(CloseReason::Unavailable(
+                                        "document stopped".into(),
+                                    ));
+                                }
+                            }
+                            Err(error) => {
+                                return End::Closed(CloseCode::Invalid, error.to_string());
+                            }
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Text(_))) => {
+                        return End::Closed(
+                            CloseCode::Unsupported,
+                            "text frames are not part of the protocol".into(),
+                        );
+                    }
+                    Some(Ok(AggregatedMessage::Ping(payload))) => {
+                        if ws.pong(&payload).await.is_err() {
+                            return End::ClientGone;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) => return End::ClientClosed,
+                    Some(Err(ProtocolError::Overflow)) => {
+                        return End::Closed(
+                            CloseCode::Size,
+                            format!("message over {} bytes", state.config.max_message_bytes),
+                        );
+                    }
+                    Some(Err(error)) => {
+                        return End::Closed(CloseCode::Protocol, error.to_string());
+                    }
+                    None => return End::ClientGone,
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > state.config.client_timeout {
+                    return End::Closed(CloseCode::Away, "client timed out (no pong)".into());
+                }
+                if ws.ping(b"").await.is_err() {
+                    return End::ClientGone;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Building and running the server: [`Application`] binds, serves, and shuts down cleanly.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{guard, web, App, HttpServer};
+use tokio::sync::watch;
+use weft_crdt::{Registry, SledStore};
+
+use crate::config::ServerConfig;
+use crate::state::AppState;
+use crate::{routes, session};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: String,
+        /// What went wrong.
+        source: weft_crdt::store::StoreError,
+    },
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    registry: Registry,
+    shutdown: watch::Sender<bool>,
+}
+
+/// `Upgrade: websocket` requests go to the document endpoint, whatever their path.
+fn is_websocket_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+impl Application {
+    /// Opens the store and binds the listener. Document actors run on the current tokio
+    /// runtime (multi-threaded in the binary), not on the HTTP workers.
+    pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
+        let store = SledStore::open(&config.data_dir).map_err(|source| StartupError::Store {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let registry = Registry::new(
+            Arc::new(store),
+            config.doc_config(),
+            tokio::runtime::Handle::current(),
+        );
+        let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let workers = config.workers;
+        let state = web::Data::new(AppState {
+            config,
+            registry: registry.clone(),
+            shutdown: shutdown_rx,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .service(
+                    web::resource("/{tail:.*}")
+                        .guard(guard::fn_guard(is_websocket_upgrade))
+                        .to(session::upgrade),
+                )
+                .route("/healthz", web::get().to(routes::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+        })
+        .disable_signals()
+        .shutdown_timeout(5);
+        if let Some(workers) = workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?
+            .run();
+        Ok(Application {
+            addr,
+            server,
+            registry,
+            shutdown,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The document registry (for embedding and tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves until `stop` completes, then shuts down: sessions are closed (1001), the
+    /// listener stops, every document actor stops and the store is flushed.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        tokio::select! {
+            result = &mut server => {
+                // The server ended on its own (it should not): still flush the documents.
+                self.registry.shutdown().await;
+                return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            }
+            _ = stop => {}
+        }
+        tracing::info!("shutting down: closing sessions and flushing documents");
+        let _ = self.shutdown.send(true);
+        handle.stop(true).await;
+        self.registry.shutdown().await;
+        let _ = server.await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
