@@ -175,7 +175,12 @@ impl DocActor {
             .snapshot
             .iter()
             .map(|s| ("snapshot".to_string(), s))
-            .chain(stored.log.iter().map(|e| (format!("log entry {}", e.seq), &e.update)));
+            .chain(
+                stored
+                    .log
+                    .iter()
+                    .map(|e| (format!("log entry {}", e.seq), &e.update)),
+            );
         for (what, bytes) in records {
             let applied = catch_unwind(AssertUnwindSafe(|| {
                 Update::decode_v1(bytes)
@@ -220,22 +225,18 @@ impl DocActor {
                         let _ = reply.send(Ok(()));
                     }
                     DocCommand::Message { conn, message } => match message {
-                        ClientMessage::Update(update) => {
-                            match self.sessions.get(&conn) {
-                                None => {}
-                                Some(session) if !session.can_write => {
-                                    out.direct.push((
-                                        conn,
-                                        protocol::encode_permission_denied(
-                                            "read-only connection: update ignored",
-                                        ),
-                                    ));
-                                }
-                                Some(_) => {
-                                    pending_updates.push((update, UpdateOrigin::Session(conn)))
-                                }
+                        ClientMessage::Update(update) => match self.sessions.get(&conn) {
+                            None => {}
+                            Some(session) if !session.can_write => {
+                                out.direct.push((
+                                    conn,
+                                    protocol::encode_permission_denied(
+                                        "read-only connection: update ignored",
+                                    ),
+                                ));
                             }
-                        }
+                            Some(_) => pending_updates.push((update, UpdateOrigin::Session(conn))),
+                        },
                         other => {
                             self.apply_pending(&mut pending_updates, &mut out);
                             self.handle_message(conn, other, &mut out);
@@ -329,6 +330,13 @@ impl DocActor {
                 continue;
             }
             let IncomingUpdate { bytes, update, .. } = incoming;
+            if update.is_empty() {
+                // Typically the SyncStep2 of a client with nothing new: nothing to store or send.
+                if let UpdateOrigin::Api(reply) = origin {
+                    out.api_replies.push(reply);
+                }
+                continue;
+            }
             let applied = catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
             let error = match applied {
                 Ok(Ok(())) => None,
@@ -397,7 +405,8 @@ impl DocActor {
         match message {
             ClientMessage::SyncStep1(state_vector) => {
                 let update = self.encode_diff(&state_vector);
-                out.direct.push((conn, protocol::encode_sync_step2(&update)));
+                out.direct
+                    .push((conn, protocol::encode_sync_step2(&update)));
             }
             ClientMessage::Awareness { update, frame } => {
                 self.apply_awareness(conn, update, frame, out);

@@ -75,7 +75,12 @@ mod tests {
 
     #[test]
     fn accepts_the_allowed_alphabet() {
-        for ok in ["a", "org-42/notes_v1.2", "A/B/C", &"x".repeat(MAX_NAME_BYTES)] {
+        for ok in [
+            "a",
+            "org-42/notes_v1.2",
+            "A/B/C",
+            &"x".repeat(MAX_NAME_BYTES),
+        ] {
             assert!(DocName::new(ok).is_ok(), "{ok}");
         }
     }

@@ -109,7 +109,9 @@ fn decode_unguarded(frame: &[u8]) -> Result<Decoded, ProtocolError> {
                 0 => Decoded::Other(ClientMessage::SyncStep1(
                     StateVector::decode_v1(payload).map_err(malformed)?,
                 )),
-                1 | 2 => Decoded::Other(ClientMessage::Update(decode_update(payload, sub_tag == 1)?)),
+                1 | 2 => {
+                    Decoded::Other(ClientMessage::Update(decode_update(payload, sub_tag == 1)?))
+                }
                 other => return Err(ProtocolError::UnknownType(other)),
             }
         }
@@ -274,7 +276,10 @@ mod tests {
     fn rejects_truncated_and_trailing_and_unknown() {
         let frame = encode_update(&text_update("hello"));
         for cut in 0..frame.len() {
-            assert!(decode_client_message(frame.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(
+                decode_client_message(frame.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut long = frame.to_vec();
         long.push(0);
@@ -323,7 +328,10 @@ mod tests {
         frame.extend_from_slice(&payload);
         let frame = Bytes::from(frame);
         match decode_client_message(frame.clone()).unwrap() {
-            ClientMessage::Awareness { update, frame: kept } => {
+            ClientMessage::Awareness {
+                update,
+                frame: kept,
+            } => {
                 assert_eq!(kept, frame);
                 assert_eq!(update.clients.len(), 1);
             }

@@ -52,7 +52,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
@@ -67,7 +68,9 @@ impl From<DocError> for ApiError {
         match error {
             DocError::Refused(why) => ApiError::BadRequest(why),
             DocError::ShuttingDown => ApiError::Unavailable(error.to_string()),
-            DocError::Unavailable(_) | DocError::Unloaded => ApiError::Unavailable(error.to_string()),
+            DocError::Unavailable(_) | DocError::Unloaded => {
+                ApiError::Unavailable(error.to_string())
+            }
             DocError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }

@@ -12,7 +12,8 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: the store answers and the server is not shutting down.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if *state.shutdown.borrow() {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "stopping" }));
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "stopping" }));
     }
     match state.registry.store().flush().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),

@@ -35,18 +35,8 @@ pub async fn upgrade(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let peer = req
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    actix_web::rt::spawn(run(
-        state.into_inner(),
-        name,
-        conn,
-        peer,
-        ws,
-        stream,
-    ));
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    actix_web::rt::spawn(run(state.into_inner(), name, conn, peer, ws, stream));
     Ok(response)
 }
 
@@ -100,7 +90,16 @@ async fn run(
     };
     tracing::info!(doc = %name, %conn, %peer, "client connected");
     let mut shutdown = state.shutdown.clone();
-    let end = serve(&state, &doc, conn, &mut ws, &mut stream, &mut queue, &mut shutdown).await;
+    let end = serve(
+        &state,
+        &doc,
+        conn,
+        &mut ws,
+        &mut stream,
+        &mut queue,
+        &mut shutdown,
+    )
+    .await;
     doc.leave(conn).await;
     match &end {
         End::ClientClosed | End::ClientGone => {

@@ -175,15 +175,15 @@ fn load_doc(docs: &sled::Tree, name: &DocName) -> Result<StoredDoc, StoreError> 
         if value.first() != Some(&SNAPSHOT_FORMAT) {
             return Err(corrupt(name, "snapshot has an unknown format byte"));
         }
-        stored.next_seq = read_u64(&value[1..])
-            .ok_or_else(|| corrupt(name, "snapshot header is truncated"))?;
+        stored.next_seq =
+            read_u64(&value[1..]).ok_or_else(|| corrupt(name, "snapshot header is truncated"))?;
         stored.snapshot = Some(Bytes::copy_from_slice(&value[9..]));
     }
     let prefix = log_prefix(name);
     for item in docs.scan_prefix(&prefix) {
         let (key, value) = item?;
-        let seq = read_u64(&key[prefix.len()..])
-            .ok_or_else(|| corrupt(name, "log key is truncated"))?;
+        let seq =
+            read_u64(&key[prefix.len()..]).ok_or_else(|| corrupt(name, "log key is truncated"))?;
         stored.next_seq = stored.next_seq.max(seq + 1);
         stored.log.push(LogEntry {
             seq,
@@ -394,10 +394,17 @@ mod tests {
         let a = name("a");
         assert!(store.load(&a).await.unwrap().is_empty());
         store
-            .append(&a, 0, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")])
+            .append(
+                &a,
+                0,
+                vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")],
+            )
             .await
             .unwrap();
-        store.append(&a, 2, vec![Bytes::from_static(b"three")]).await.unwrap();
+        store
+            .append(&a, 2, vec![Bytes::from_static(b"three")])
+            .await
+            .unwrap();
         let loaded = store.load(&a).await.unwrap();
         assert_eq!(loaded.log.len(), 3);
         assert_eq!(loaded.next_seq, 3);
@@ -423,9 +430,18 @@ mod tests {
     async fn names_that_prefix_each_other_do_not_collide() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.append(&name("a"), 0, vec![Bytes::from_static(b"A")]).await.unwrap();
-        store.append(&name("ab"), 0, vec![Bytes::from_static(b"AB")]).await.unwrap();
-        store.append(&name("a/b"), 0, vec![Bytes::from_static(b"A/B")]).await.unwrap();
+        store
+            .append(&name("a"), 0, vec![Bytes::from_static(b"A")])
+            .await
+            .unwrap();
+        store
+            .append(&name("ab"), 0, vec![Bytes::from_static(b"AB")])
+            .await
+            .unwrap();
+        store
+            .append(&name("a/b"), 0, vec![Bytes::from_static(b"A/B")])
+            .await
+            .unwrap();
         assert_eq!(store.load(&name("a")).await.unwrap().log.len(), 1);
         store.delete(&name("a")).await.unwrap();
         assert_eq!(store.load(&name("ab")).await.unwrap().log.len(), 1);
@@ -439,7 +455,10 @@ mod tests {
             let store = SledStore::open(dir.path()).unwrap();
             assert!(store.create(&name("new")).await.unwrap());
             assert!(!store.create(&name("new")).await.unwrap());
-            store.append(&name("x"), 0, vec![Bytes::from_static(b"1")]).await.unwrap();
+            store
+                .append(&name("x"), 0, vec![Bytes::from_static(b"1")])
+                .await
+                .unwrap();
         }
         // sled releases its lock once every handle (including the writer thread's) is gone.
         let store = loop {

@@ -30,7 +30,8 @@ export async function waitFor (what, check, { timeoutMs = 10000, intervalMs = 20
 export function contents (doc) {
   return JSON.stringify({
     text: doc.getText('text').toString(),
-    map: doc.getMap('map').toJSON(),
+    // Key order of a Y.Map depends on arrival order: sort for comparison.
+    map: Object.fromEntries(Object.entries(doc.getMap('map').toJSON()).sort(([a], [b]) => a < b ? -1 : 1)),
     array: doc.getArray('array').toJSON()
   })
 }

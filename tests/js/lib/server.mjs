@@ -11,10 +11,13 @@ import { fileURLToPath } from 'node:url'
 const here = dirname(fileURLToPath(import.meta.url))
 export const weftBin = process.env.WEFT_BIN || join(here, '..', '..', '..', 'target', 'release', 'weft')
 
+const tempDirs = []
+process.once('exit', () => { for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true }) })
+
 /** A fresh, empty data directory, removed when the process exits. */
 export function tempDataDir () {
   const dir = mkdtempSync(join(tmpdir(), 'weft-e2e-'))
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
+  tempDirs.push(dir)
   return dir
 }
 

@@ -1,0 +1,150 @@
+//! Bad input closes only the offending connection; the document and other clients carry on.
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+/// Connects a writer and a watcher, writes "base", and returns them with the app.
+async fn setup(config: weft_server::ServerConfig, doc: &str) -> (TestApp, TestClient, TestClient) {
+    let app = spawn_app(config).await;
+    let mut writer = TestClient::connect_synced(&app.ws_url(doc)).await;
+    let mut watcher = TestClient::connect_synced(&app.ws_url(doc)).await;
+    writer.insert(0, "base").await;
+    watcher.pump_until("base", |c| c.text() == "base").await;
+    (app, writer, watcher)
+}
+
+/// After the offender is gone: the doc still holds exactly "base", and edits still flow.
+async fn assert_unharmed(
+    app: &TestApp,
+    doc: &str,
+    writer: &mut TestClient,
+    watcher: &mut TestClient,
+) {
+    let fresh = TestClient::connect_synced(&app.ws_url(doc)).await;
+    assert_eq!(fresh.text(), "base", "document unchanged by the bad input");
+    writer.insert(4, "+more").await;
+    watcher
+        .pump_until("later edit", |c| c.text() == "base+more")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_close_only_the_offender() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut writer, mut watcher) = setup(test_config(dir.path()), "victim").await;
+    let valid_update = {
+        let doc = yrs::Doc::new();
+        use yrs::{ReadTxn, Text, Transact};
+        let text = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "EVIL");
+        txn.encode_state_as_update_v1(&yrs::StateVector::default())
+    };
+    let mut truncated_update = weft_crdt::protocol::encode_update(&valid_update).to_vec();
+    truncated_update.truncate(truncated_update.len() - 3);
+    let mut trailing = weft_crdt::protocol::encode_update(&valid_update).to_vec();
+    trailing.extend_from_slice(&[1, 2, 3]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty frame", vec![]),
+        ("unknown message type", vec![7, 0]),
+        ("unknown sync type", vec![0, 9, 0]),
+        ("truncated varint", vec![0x80]),
+        ("length past the frame", vec![0, 2, 0x7f, 1, 2, 3]),
+        ("truncated update", truncated_update),
+        ("trailing bytes", trailing),
+        (
+            "garbage update",
+            vec![0, 2, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+        (
+            "awareness with invalid JSON",
+            awareness_frame(7, 1, "{not json"),
+        ),
+        (
+            "awareness with a gigantic count",
+            vec![1, 6, 0xff, 0xff, 0xff, 0xff, 0x0f, 0],
+        ),
+    ];
+    for (what, frame) in cases {
+        let mut bad = TestClient::connect_synced(&app.ws_url("victim")).await;
+        bad.send(frame).await;
+        let code = bad.expect_close().await;
+        assert_eq!(code, Some(1007), "{what}: closed with 'invalid payload'");
+    }
+    assert_unharmed(&app, "victim", &mut writer, &mut watcher).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_frames_and_oversize_frames_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_message_bytes = 64 * 1024;
+    let (app, mut writer, mut watcher) = setup(config, "limits").await;
+
+    let mut bad = TestClient::connect_synced(&app.ws_url("limits")).await;
+    bad.send_message(Message::Text("hello".into()))
+        .await
+        .unwrap();
+    assert_eq!(bad.expect_close().await, Some(1003));
+
+    let mut big = TestClient::connect_synced(&app.ws_url("limits")).await;
+    let _ = big
+        .send_message(Message::Binary(vec![0u8; 65 * 1024].into()))
+        .await;
+    assert_eq!(big.expect_close().await, Some(1009));
+
+    assert_unharmed(&app, "limits", &mut writer, &mut watcher).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_document_names_are_refused_before_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let too_long = "x".repeat(257);
+    for name in [
+        "%2e%2e",
+        "a%00b",
+        "sp%20ace",
+        "caf%C3%A9",
+        too_long.as_str(),
+        "",
+    ] {
+        let url = app.ws_url(name);
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "{name:?}")
+            }
+            other => panic!("{name:?}: expected HTTP 400, got {:?}", other.map(|_| ())),
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.outbound_queue = 8;
+    let (app, mut writer, mut watcher) = setup(config, "slow").await;
+    // Connects, then never reads again.
+    let mut sleeper = TestClient::connect_synced(&app.ws_url("slow")).await;
+    // Enough data to fill the socket buffers and then the 8-frame queue.
+    let chunk = "y".repeat(32 * 1024);
+    for _ in 0..400 {
+        writer.insert(0, &chunk).await;
+        watcher.pump_one(Duration::from_millis(0)).await;
+    }
+    let expected_len = 4 + 400 * chunk.len();
+    watcher
+        .pump_until("every edit", |c| c.text().len() == expected_len)
+        .await;
+    // The sleeper was dropped by the document: its connection ends with 1013 (try again).
+    let code = sleeper.expect_close().await;
+    assert_eq!(code, Some(1013));
+    app.stop().await;
+}

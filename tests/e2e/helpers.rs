@@ -1,0 +1,286 @@
+//! Test harness: an in-process Weft server on port 0 with a temp sled dir, and a y-websocket
+//! test client built on tokio-tungstenite + yrs that speaks the protocol frame by frame.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use weft_crdt::protocol::{self, ClientMessage};
+use weft_crdt::Registry;
+use weft_server::{Application, ServerConfig};
+use yrs::sync::awareness::Awareness;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub registry: Registry,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Default test configuration on `data_dir`.
+pub fn test_config(data_dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::with_defaults("127.0.0.1:0", data_dir);
+    config.workers = Some(2);
+    config
+}
+
+/// Starts a server; retries while a previous server on the same dir still holds sled's lock.
+pub async fn spawn_app(config: ServerConfig) -> TestApp {
+    let mut tries = 0;
+    let app = loop {
+        match Application::build(config.clone()).await {
+            Ok(app) => break app,
+            Err(error) if tries < 100 => {
+                tries += 1;
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("server did not start: {error}"),
+        }
+    };
+    let addr = app.addr();
+    let registry = app.registry().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        registry,
+        stop,
+        task,
+    }
+}
+
+impl TestApp {
+    pub fn ws_url(&self, doc: &str) -> String {
+        format!("ws://{}/{}", self.addr, doc)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns once every document is flushed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("server task")
+            .expect("server result");
+        drop(self.registry);
+    }
+}
+
+/// Opens the sled store of a stopped server (waiting for its lock to be released).
+pub async fn open_store(dir: &Path) -> weft_crdt::SledStore {
+    for _ in 0..100 {
+        if let Ok(store) = weft_crdt::SledStore::open(dir) {
+            return store;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the store in {} stayed locked", dir.display());
+}
+
+/// A y-websocket client: a yrs doc plus a raw WebSocket, driven explicitly by the test.
+pub struct TestClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub doc: Doc,
+    pub awareness: Awareness,
+    /// SyncStep2 received from the server.
+    pub synced: bool,
+    /// Close frame received from the server, if any.
+    pub closed: Option<Option<CloseFrame>>,
+}
+
+impl TestClient {
+    /// Connects without syncing.
+    pub async fn connect(url: &str) -> TestClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        TestClient {
+            ws,
+            doc: Doc::new(),
+            awareness: Awareness::new(Doc::new()),
+            synced: false,
+            closed: None,
+        }
+    }
+
+    /// Connects and completes the sync handshake (sends SyncStep1, waits for SyncStep2).
+    pub async fn connect_synced(url: &str) -> TestClient {
+        let mut client = TestClient::connect(url).await;
+        let sv = client.doc.transact().state_vector();
+        client.send(protocol::encode_sync_step1(&sv).to_vec()).await;
+        client.pump_until("initial sync", |c| c.synced).await;
+        client
+    }
+
+    pub async fn send(&mut self, frame: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(frame.into()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_message(&mut self, message: Message) -> Result<(), String> {
+        self.ws.send(message).await.map_err(|e| e.to_string())
+    }
+
+    /// Inserts text locally and sends the resulting update.
+    pub async fn insert(&mut self, index: u32, chunk: &str) {
+        let text = self.doc.get_or_insert_text("text");
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            let before = txn.state_vector();
+            text.insert(&mut txn, index, chunk);
+            txn.encode_state_as_update_v1(&before)
+        };
+        self.send(protocol::encode_update(&update).to_vec()).await;
+    }
+
+    pub fn text(&self) -> String {
+        let text = self.doc.get_or_insert_text("text");
+        text.get_string(&self.doc.transact())
+    }
+
+    /// The full document state as a v1 update.
+    pub fn state(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// Handles one incoming frame; false once the connection is closed.
+    pub async fn pump_one(&mut self, timeout: Duration) -> bool {
+        let next = match tokio::time::timeout(timeout, self.ws.next()).await {
+            Err(_) => return true,
+            Ok(next) => next,
+        };
+        match next {
+            Some(Ok(Message::Binary(frame))) => {
+                self.handle(frame).await;
+                true
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.closed = Some(frame);
+                false
+            }
+            Some(Ok(_)) => true,
+            Some(Err(_)) | None => {
+                self.closed.get_or_insert(None);
+                false
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: bytes::Bytes) {
+        let message = protocol::decode_client_message(frame.clone())
+            .unwrap_or_else(|e| panic!("server sent an invalid frame {frame:?}: {e}"));
+        match message {
+            ClientMessage::SyncStep1(sv) => {
+                let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                self.send(protocol::encode_sync_step2(&update).to_vec())
+                    .await;
+            }
+            ClientMessage::Update(incoming) => {
+                if incoming.is_sync_step2 {
+                    self.synced = true;
+                }
+                self.doc
+                    .transact_mut()
+                    .apply_update(incoming.update)
+                    .expect("apply server update");
+            }
+            ClientMessage::Awareness { update, .. } => {
+                self.awareness
+                    .apply_update(update)
+                    .expect("apply awareness");
+            }
+            ClientMessage::QueryAwareness | ClientMessage::Auth => {}
+        }
+    }
+
+    /// Reads frames until `done` holds; panics after [`WAIT`].
+    pub async fn pump_until(&mut self, what: &str, done: impl Fn(&TestClient) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            if !self.pump_one(Duration::from_millis(50)).await && !done(self) {
+                panic!(
+                    "connection closed ({:?}) while waiting for {what}",
+                    self.closed
+                );
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.pump_one(Duration::from_millis(50)).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not close the connection"
+            );
+        }
+        self.closed
+            .clone()
+            .flatten()
+            .map(|frame| u16::from(frame.code))
+    }
+
+    /// Awareness client ids currently known (with a state).
+    pub fn awareness_clients(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .awareness
+            .iter()
+            .filter(|(_, state)| state.data.is_some())
+            .map(|(id, _)| id.get())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// A document's text after applying `state`.
+pub fn text_of(state: &[u8]) -> String {
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("text");
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(state).expect("decode state"))
+        .expect("apply state");
+    let out = text.get_string(&doc.transact());
+    out
+}
+
+/// An awareness message announcing `client` with `json` at `clock`.
+pub fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
+    use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::ClientID::new(client),
+        AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        },
+    );
+    protocol::encode_awareness(&AwarenessUpdate { clients }).to_vec()
+}

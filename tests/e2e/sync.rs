@@ -1,0 +1,99 @@
+//! Collaboration: convergence, late joiners, awareness relay and removal.
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let url = app.ws_url("shared/notes");
+    let mut a = TestClient::connect_synced(&url).await;
+    let mut b = TestClient::connect_synced(&url).await;
+    a.insert(0, "hello").await;
+    b.insert(0, "world").await;
+    a.pump_until("a sees b", |c| c.text().len() == 10).await;
+    b.pump_until("b sees a", |c| c.text().len() == 10).await;
+    assert_eq!(a.text(), b.text());
+    assert!(a.text().contains("hello") && a.text().contains("world"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_receives_full_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let url = app.ws_url("late");
+    let mut a = TestClient::connect_synced(&url).await;
+    for i in 0..50 {
+        a.insert(0, &format!("{i},")).await;
+    }
+    // Wait until the server has everything: a second client sees it all.
+    let expected = a.text();
+    let mut b = TestClient::connect_synced(&url).await;
+    b.pump_until("all 50 edits", |c| c.text() == expected).await;
+    let c = TestClient::connect_synced(&url).await;
+    assert_eq!(c.text(), expected, "SyncStep2 alone carries the full state");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let mut a = TestClient::connect_synced(&app.ws_url("a")).await;
+    let mut ab = TestClient::connect_synced(&app.ws_url("ab")).await;
+    a.insert(0, "only in a").await;
+    ab.insert(0, "only in ab").await;
+    let late_a = TestClient::connect_synced(&app.ws_url("a")).await;
+    let mut late_ab = TestClient::connect_synced(&app.ws_url("ab")).await;
+    // The late joiners may have connected before the edits landed; pump until they arrive.
+    let mut late_a = late_a;
+    late_a
+        .pump_until("a's edit", |c| !c.text().is_empty())
+        .await;
+    late_ab
+        .pump_until("ab's edit", |c| !c.text().is_empty())
+        .await;
+    assert_eq!(late_a.text(), "only in a");
+    assert_eq!(late_ab.text(), "only in ab");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_is_relayed_and_removed_on_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let url = app.ws_url("presence");
+    let mut a = TestClient::connect_synced(&url).await;
+    let mut b = TestClient::connect_synced(&url).await;
+    a.send(awareness_frame(1001, 1, r#"{"user":{"name":"Ada"}}"#))
+        .await;
+    b.pump_until("b sees Ada", |c| c.awareness_clients() == vec![1001])
+        .await;
+    // The sender gets its own state echoed (y-websocket clients count it as a sign of life).
+    a.pump_until("a's echo", |c| c.awareness_clients() == vec![1001])
+        .await;
+
+    // A late joiner receives the current states on connect.
+    let mut c = TestClient::connect_synced(&url).await;
+    c.pump_until("c sees Ada", |c| c.awareness_clients() == vec![1001])
+        .await;
+
+    // Query-awareness is answered with every state.
+    let mut d = TestClient::connect_synced(&url).await;
+    d.pump_until("d sees Ada", |c| c.awareness_clients() == vec![1001])
+        .await;
+    d.awareness = yrs::sync::awareness::Awareness::new(yrs::Doc::new());
+    d.send(weft_crdt::protocol::encode_query_awareness().to_vec())
+        .await;
+    d.pump_until("query answered", |c| c.awareness_clients() == vec![1001])
+        .await;
+
+    // Ada's connection goes away: everyone is told her state is gone.
+    drop(a);
+    b.pump_until("b sees Ada leave", |c| c.awareness_clients().is_empty())
+        .await;
+    c.pump_until("c sees Ada leave", |c| c.awareness_clients().is_empty())
+        .await;
+    app.stop().await;
+}
