@@ -1,7 +1,8 @@
-//! Plain HTTP routes: health checks.
+//! Plain HTTP routes: health checks and the 404 fallback.
 
 use actix_web::{web, HttpResponse};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up.
@@ -20,4 +21,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(error) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() })),
     }
+}
+
+/// Anything no route matched.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

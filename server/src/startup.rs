@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{guard, web, App, HttpServer};
+use actix_web::{guard, middleware, web, App, HttpServer};
 use tokio::sync::watch;
 use weft_crdt::{Registry, SledStore};
 
 use crate::config::ServerConfig;
 use crate::state::AppState;
-use crate::{routes, session};
+use crate::{routes, session, web as web_ui};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,14 @@ impl Application {
                 )
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
+                .service(
+                    web::scope("")
+                        .wrap(middleware::Compress::default())
+                        .route("/", web::get().to(web_ui::index))
+                        .route("/d/{name:.*}", web::get().to(web_ui::index))
+                        .route("/assets/{file}", web::get().to(web_ui::asset)),
+                )
+                .default_service(web::to(routes::not_found))
         })
         .disable_signals()
         .shutdown_timeout(5);
