@@ -1,23 +1,73 @@
-//! The `weft` binary: parses the command line and runs the server until SIGINT/SIGTERM.
+//! The `weft` binary: parses the command line, then serves (the default) or runs a tool
+//! subcommand (`weft token`).
+
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use weft_server::auth::{claims_for, AuthConfig, Authenticator, Permission};
+use weft_server::config::parse_with_config_file;
 use weft_server::{telemetry, Application, ServerConfig};
 
 /// Weft: a self-hostable, y-websocket-compatible collaborative editing server.
+///
+/// Without a subcommand, serves documents over WebSocket (`ws://ADDR/<name>`), the HTTP API
+/// (`/api/docs`), the editor (`/`), `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     #[command(flatten)]
     server: ServerConfig,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a token signed with the configured shared secret (for scripts and tests).
+    Token {
+        /// Document name, prefix pattern (`org-42/*`) or `*`.
+        #[arg(long)]
+        doc: String,
+        /// `read` or `write`.
+        #[arg(long, default_value = "write")]
+        perm: Permission,
+        /// How long the token is valid (e.g. 1h, 30m, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The user id (`sub` claim).
+        #[arg(long, default_value = "weft-cli")]
+        sub: String,
+        #[command(flatten)]
+        auth: AuthConfig,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    telemetry::init(cli.server.log_format);
-    let data_dir = cli.server.data_dir.display().to_string();
-    let app = Application::build(cli.server)
+    let cli: Cli = parse_with_config_file()?;
+    match cli.command {
+        Some(Command::Token {
+            doc,
+            perm,
+            ttl,
+            sub,
+            auth,
+        }) => {
+            let auth = Authenticator::from_config(&auth)?
+                .context("no auth secret configured: pass --auth-secret or WEFT_AUTH_SECRET")?;
+            println!("{}", auth.issue(&claims_for(&sub, &doc, perm, ttl))?);
+            Ok(())
+        }
+        None => serve(cli.server).await,
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let data_dir = config.data_dir.display().to_string();
+    let app = Application::build(config)
         .await
         .context("starting the server")?;
     tracing::info!(addr = %app.addr(), data_dir = %data_dir, "weft listening on http://{}", app.addr());

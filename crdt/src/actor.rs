@@ -27,7 +27,7 @@ use crate::command::{CloseReason, ConnId, DocCommand, DocError, Outbound};
 use crate::config::DocConfig;
 use crate::name::DocName;
 use crate::protocol::{self, ClientMessage, IncomingUpdate};
-use crate::registry::RegistryInner;
+use crate::registry::{ChangeListener, RegistryInner};
 use crate::store::{DocStore, StoredDoc};
 
 /// A joined session as the actor sees it.
@@ -78,6 +78,8 @@ pub(crate) struct DocActor {
     config: Arc<DocConfig>,
     registry: Weak<RegistryInner>,
     mailbox: mpsc::Receiver<DocCommand>,
+    /// Told after each durable append (webhooks).
+    on_change: Option<ChangeListener>,
     /// Sequence number of the next log append.
     next_seq: u64,
     /// Updates and bytes in the log since the last snapshot.
@@ -97,6 +99,7 @@ impl DocActor {
         config: Arc<DocConfig>,
         registry: Weak<RegistryInner>,
         mailbox: mpsc::Receiver<DocCommand>,
+        on_change: Option<ChangeListener>,
     ) -> Self {
         DocActor {
             name,
@@ -107,6 +110,7 @@ impl DocActor {
             config,
             registry,
             mailbox,
+            on_change,
             next_seq: 0,
             log_updates: 0,
             log_bytes: 0,
@@ -116,7 +120,14 @@ impl DocActor {
     }
 
     /// Loads the document, then serves the mailbox until unloaded or stopped.
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(self) {
+        let gauge = metrics::gauge!("weft_documents_loaded");
+        gauge.increment(1.0);
+        self.serve().await;
+        gauge.decrement(1.0);
+    }
+
+    async fn serve(mut self) {
         let started = Instant::now();
         match self.store.load(&self.name).await {
             Ok(stored) => self.restore(stored),
@@ -203,7 +214,7 @@ impl DocActor {
 
     async fn handle_batch(&mut self, batch: Vec<DocCommand>) -> Exit {
         let mut out = Outgoing::default();
-        let mut stop: Option<(DocCommand, CloseReason)> = None;
+        let mut stop: Option<DocCommand> = None;
         {
             let mut pending_updates: Vec<(IncomingUpdate, UpdateOrigin)> = Vec::new();
             for command in batch {
@@ -260,11 +271,8 @@ impl DocActor {
                             .map_err(|_| DocError::Unavailable("read panicked".into()));
                         let _ = reply.send(result);
                     }
-                    command @ DocCommand::Evict { .. } => {
-                        stop = Some((command, CloseReason::Deleted));
-                    }
-                    command @ DocCommand::Shutdown { .. } => {
-                        stop = Some((command, CloseReason::ShuttingDown));
+                    command @ (DocCommand::Delete { .. } | DocCommand::Shutdown { .. }) => {
+                        stop = Some(command);
                     }
                 }
             }
@@ -276,17 +284,26 @@ impl DocActor {
         }
         self.deliver(out);
 
-        if let Some((command, reason)) = stop {
-            self.close_all(reason);
-            self.deregister();
-            self.drain_mailbox();
-            match command {
-                DocCommand::Evict { reply } | DocCommand::Shutdown { reply } => {
-                    let _ = reply.send(Ok(()));
+        match stop {
+            Some(DocCommand::Delete { reply }) => {
+                let deleted = self.store.delete(&self.name).await.map_err(DocError::from);
+                if deleted.is_ok() {
+                    tracing::info!(doc = %self.name, "document deleted");
                 }
-                _ => {}
+                self.close_all(CloseReason::Deleted);
+                self.deregister();
+                self.drain_mailbox();
+                let _ = reply.send(deleted);
+                return Exit::Stop;
             }
-            return Exit::Stop;
+            Some(DocCommand::Shutdown { reply }) => {
+                self.close_all(CloseReason::ShuttingDown);
+                self.deregister();
+                self.drain_mailbox();
+                let _ = reply.send(Ok(()));
+                return Exit::Stop;
+            }
+            _ => {}
         }
         if self.log_updates >= self.config.compact_after_updates
             || self.log_bytes >= self.config.compact_after_bytes
@@ -503,8 +520,14 @@ impl DocActor {
             .await
         {
             Ok(()) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!("weft_persist_seconds").record(elapsed.as_secs_f64());
+                metrics::counter!("weft_updates_applied_total").increment(count);
                 tracing::trace!(doc = %self.name, count, bytes,
-                    elapsed_us = started.elapsed().as_micros() as u64, "appended");
+                    elapsed_us = elapsed.as_micros() as u64, "appended");
+                if let Some(listener) = &self.on_change {
+                    listener(&self.name);
+                }
                 self.next_seq += count;
                 self.log_updates += count;
                 self.log_bytes += bytes;
@@ -546,6 +569,10 @@ impl DocActor {
         } else {
             None
         };
+        if update_frame.is_some() {
+            let receivers = self.sessions.len() - usize::from(skip.is_some());
+            metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
+        }
         for (conn, session) in &self.sessions {
             let mut ok = everyone
                 .iter()
@@ -576,6 +603,7 @@ impl DocActor {
         for conn in dead {
             if let Some(session) = self.sessions.get(&conn) {
                 if session.outbound.capacity() == 0 && !session.outbound.is_closed() {
+                    metrics::counter!("weft_slow_client_disconnects_total").increment(1);
                     tracing::warn!(doc = %self.name, %conn, queue = self.config.outbound_queue,
                         "client too slow: outgoing queue full, disconnecting it");
                 }
@@ -612,6 +640,7 @@ impl DocActor {
         self.store
             .compact(&self.name, snapshot, self.next_seq)
             .await?;
+        metrics::counter!("weft_compactions_total").increment(1);
         tracing::debug!(doc = %self.name, compacted_updates = self.log_updates,
             snapshot_bytes = size, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compacted");
         self.snapshot_bytes = size;
@@ -685,8 +714,11 @@ fn refuse(command: DocCommand, error: DocError) {
         DocCommand::Join { reply, .. }
         | DocCommand::ApplyUpdate { reply, .. }
         | DocCommand::Read { reply, .. }
-        | DocCommand::Evict { reply }
         | DocCommand::Shutdown { reply } => reply,
+        DocCommand::Delete { reply } => {
+            let _ = reply.send(Err(error));
+            return;
+        }
         DocCommand::Message { .. } | DocCommand::Leave { .. } => return,
     };
     let _ = reply.send(Err(error));

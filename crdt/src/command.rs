@@ -49,10 +49,11 @@ pub enum DocCommand {
         /// Answered after `read` ran.
         reply: oneshot::Sender<Result<(), DocError>>,
     },
-    /// Close every session, stop and forget the document (it was deleted from the store).
-    Evict {
-        /// Answered when the actor has stopped.
-        reply: oneshot::Sender<Result<(), DocError>>,
+    /// Delete the document from the store, close every session and stop. The actor keeps the
+    /// registry entry until the deletion is done, so no other actor can load the old state.
+    Delete {
+        /// Answered with whether anything was stored, once the actor has stopped.
+        reply: oneshot::Sender<Result<bool, DocError>>,
     },
     /// Server shutdown: close every session and stop.
     Shutdown {

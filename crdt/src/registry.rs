@@ -50,6 +50,10 @@ impl DocHandle {
     }
 }
 
+/// Called with a document's name after each durable change (e.g. to schedule a webhook).
+/// Must be quick and must not block: it runs inside the document actor.
+pub type ChangeListener = Arc<dyn Fn(&DocName) + Send + Sync>;
+
 /// Shared state of a [`Registry`].
 pub(crate) struct RegistryInner {
     docs: Mutex<HashMap<DocName, DocHandle>>,
@@ -58,6 +62,7 @@ pub(crate) struct RegistryInner {
     runtime: Handle,
     next_generation: AtomicU64,
     stopping: AtomicBool,
+    on_change: Option<ChangeListener>,
 }
 
 impl RegistryInner {
@@ -79,6 +84,16 @@ pub struct Registry {
 impl Registry {
     /// Creates a registry whose actors run on `runtime` and persist to `store`.
     pub fn new(store: Arc<dyn DocStore>, config: DocConfig, runtime: Handle) -> Self {
+        Self::with_listener(store, config, runtime, None)
+    }
+
+    /// Like [`Registry::new`], with a listener told of every durable change.
+    pub fn with_listener(
+        store: Arc<dyn DocStore>,
+        config: DocConfig,
+        runtime: Handle,
+        on_change: Option<ChangeListener>,
+    ) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
                 docs: Mutex::new(HashMap::new()),
@@ -87,6 +102,7 @@ impl Registry {
                 runtime,
                 next_generation: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
+                on_change,
             }),
         }
     }
@@ -139,6 +155,7 @@ impl Registry {
             self.inner.config.clone(),
             Arc::downgrade(&self.inner),
             inbox,
+            self.inner.on_change.clone(),
         );
         self.inner.runtime.spawn(actor.run());
         Ok(handle)
@@ -223,22 +240,12 @@ impl Registry {
         value.ok_or_else(|| DocError::Unavailable("the read produced no value".into()))
     }
 
-    /// Stops the document's actor (if loaded), closing its sessions. Used when a document is
-    /// deleted from the store.
-    pub async fn evict(&self, name: &DocName) {
-        let handle = self.lock().get(name).cloned();
-        if let Some(handle) = handle {
-            let (reply, answer) = oneshot::channel();
-            if handle
-                .mailbox
-                .send(DocCommand::Evict { reply })
-                .await
-                .is_ok()
-            {
-                let _ = answer.await;
-            }
-            self.inner.remove(name, handle.generation);
-        }
+    /// Deletes a document: its actor removes it from the store, closes its sessions (close
+    /// code 1000, "document deleted") and stops. Returns whether anything was stored.
+    pub async fn delete(&self, name: &DocName) -> Result<bool, DocError> {
+        self.call(name, |reply| DocCommand::Delete { reply })
+            .await
+            .map(|(_, existed)| existed)
     }
 
     /// Refuses new documents, stops every actor (closing their sessions) and flushes the store.

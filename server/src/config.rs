@@ -6,9 +6,18 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use weft_crdt::DocConfig;
 
-/// How the server runs. Flags win over environment variables, which win over defaults.
+use crate::auth::AuthConfig;
+use crate::webhook::WebhookConfig;
+
+/// How the server runs. Flags win over environment variables, which win over the config file
+/// (`--config`), which wins over defaults.
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
+    /// TOML file with any of these settings (keys as the long flag names, e.g.
+    /// `max-connections = 5000`).
+    #[arg(long, env = "WEFT_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on (host:port; port 0 picks a free one).
     #[arg(long, env = "WEFT_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -48,6 +57,25 @@ pub struct ServerConfig {
     /// A client silent (no message, no pong) for this long is disconnected.
     #[arg(long, env = "WEFT_CLIENT_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+
+    /// Most WebSocket connections in total; more are refused with 503 before the upgrade.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections to one document; more are refused with 503.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_DOC", default_value_t = 4096)]
+    pub max_connections_per_doc: usize,
+
+    /// Messages per second one connection may send (bursts of twice that are allowed);
+    /// a connection over it is closed with 1008.
+    #[arg(long, env = "WEFT_MAX_MESSAGES_PER_SECOND", default_value_t = 1000)]
+    pub max_messages_per_second: u32,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub webhook: WebhookConfig,
 
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "WEFT_WORKERS")]
@@ -93,4 +121,95 @@ impl ServerConfig {
             ..DocConfig::default()
         }
     }
+}
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's complaint.
+        source: toml::de::Error,
+    },
+    /// A key is not a known setting, or its value is not a plain value.
+    #[error("config file {path}: {problem}")]
+    Key {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Parses the command line of a `T` whose arguments include [`ServerConfig`]: when `--config`
+/// (or `WEFT_CONFIG`) names a TOML file, each of its keys (long flag names, `-` or `_`) fills a
+/// setting that neither a flag nor an environment variable set. Precedence: flags, env, file,
+/// defaults. Exits with clap's usual message on bad flags or `--help`.
+pub fn parse_with_config_file<T: clap::Parser>() -> Result<T, ConfigFileError> {
+    use clap::parser::ValueSource;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = T::command();
+    let matches = command.clone().get_matches_from(&args);
+    if matches.subcommand_name().is_some() {
+        return Ok(T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+    }
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigFileError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let known = command
+            .get_arguments()
+            .any(|a| a.get_id().as_str() == id && a.get_long().is_some());
+        if !known || id == "config" {
+            return Err(ConfigFileError::Key {
+                path: shown,
+                problem: format!("unknown setting {key:?}"),
+            });
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigFileError::Key {
+                    path: shown,
+                    problem: format!("{key:?} must be a string or a number, not {other}"),
+                })
+            }
+        };
+        let from_default = matches!(
+            matches.value_source(&id),
+            None | Some(ValueSource::DefaultValue)
+        );
+        if from_default {
+            extra.push(format!("--{}", key.replace('_', "-")).into());
+            extra.push(value.into());
+        }
+    }
+    let mut all = args;
+    all.extend(extra);
+    Ok(T::parse_from(all))
 }

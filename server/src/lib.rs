@@ -1,7 +1,12 @@
 //! Weft's network front end: the actix-web application, WebSocket sessions and configuration.
 //!
 //! # Layout
-//! - [`config`]: flags, environment variables and defaults.
+//! - [`config`]: flags, environment variables, config file and defaults.
+//! - [`auth`]: JWT verification and issuing, per-document permissions.
+//! - [`api`]: the HTTP document API under `/api`.
+//! - [`limits`]: connection caps and the per-connection message rate.
+//! - [`webhook`]: debounced change notifications.
+//! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`startup`]: [`Application`], which binds, serves and shuts down.
 //! - [`session`]: the WebSocket upgrade and the per-connection loop.
 //! - [`routes`]: plain HTTP routes (health checks, 404).
@@ -10,14 +15,19 @@
 //! - [`state`]: what handlers share.
 //! - [`telemetry`]: logging setup.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod web;
+pub mod webhook;
 
 pub use config::ServerConfig;
 pub use startup::Application;

@@ -1,5 +1,9 @@
 //! WebSocket sessions: the upgrade handler and the loop that serves one connection.
 //!
+//! Before the upgrade: the document name is validated (400), the token checked (401/403) and a
+//! connection slot taken (503). A read-only token gives a session whose updates the document
+//! refuses with a y-protocols "permission denied" message.
+//!
 //! A session decodes each incoming binary frame (one y-protocols message per frame), hands it
 //! to the document actor, and writes whatever the actor queues for it. It never touches the
 //! document itself. It ends, with a WebSocket close code and one log line, when the client
@@ -14,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 use weft_crdt::protocol::decode_client_message;
 use weft_crdt::{CloseReason, ConnId, DocHandle, DocName, Outbound};
 
+use crate::auth::{self, Permission};
 use crate::error::ApiError;
+use crate::limits::{ConnectionPermit, RateLimiter};
 use crate::state::AppState;
 
 /// Most frames written per wake-up before the session looks at its socket again.
@@ -28,6 +34,10 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, ApiError> {
     let raw = req.path().trim_start_matches('/');
     let name = DocName::new(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let access = auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Read)?;
+    let permit = state.limits.acquire(&name).inspect_err(|error| {
+        tracing::warn!(doc = %name, reason = %error, "connection refused");
+    })?;
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let conn = uuid::Uuid::new_v4();
     let max = state.config.max_message_bytes;
@@ -36,7 +46,15 @@ pub async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(max);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    actix_web::rt::spawn(run(state.into_inner(), name, conn, peer, ws, stream));
+    let client = Client {
+        name,
+        conn,
+        peer,
+        user: access.sub,
+        can_write: access.permission == Permission::Write,
+        _permit: permit,
+    };
+    actix_web::rt::spawn(run(state.into_inner(), client, ws, stream));
     Ok(response)
 }
 
@@ -69,16 +87,30 @@ impl End {
     }
 }
 
-async fn run(
-    state: std::sync::Arc<AppState>,
+/// Who is on the other end of a session.
+struct Client {
     name: DocName,
     conn: ConnId,
     peer: String,
+    user: String,
+    can_write: bool,
+    /// Holds this connection's slot under the connection limits until the session ends.
+    _permit: ConnectionPermit,
+}
+
+async fn run(
+    state: std::sync::Arc<AppState>,
+    client: Client,
     mut ws: actix_ws::Session,
     mut stream: actix_ws::AggregatedMessageStream,
 ) {
+    let (name, conn, peer) = (&client.name, client.conn, &client.peer);
     let (outbound, mut queue) = mpsc::channel(state.config.outbound_queue);
-    let doc = match state.registry.join(&name, conn, outbound, true).await {
+    let doc = match state
+        .registry
+        .join(name, conn, outbound, client.can_write)
+        .await
+    {
         Ok(doc) => doc,
         Err(error) => {
             tracing::warn!(doc = %name, %conn, %error, "could not open document");
@@ -88,7 +120,8 @@ async fn run(
             return;
         }
     };
-    tracing::info!(doc = %name, %conn, %peer, "client connected");
+    tracing::info!(doc = %name, %conn, %peer, user = %client.user, read_only = !client.can_write,
+        "client connected");
     let mut shutdown = state.shutdown.clone();
     let end = serve(
         &state,
@@ -144,6 +177,9 @@ async fn serve(
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let mut last_heard = Instant::now();
+    let mut rate = RateLimiter::new(state.config.max_messages_per_second);
+    let bytes_in = metrics::counter!("weft_bytes_in_total");
+    let bytes_out = metrics::counter!("weft_bytes_out_total");
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     loop {
@@ -157,6 +193,7 @@ async fn serve(
                 for _ in 0..WRITE_BURST {
                     match next {
                         Some(Outbound::Frame(frame)) => {
+                            bytes_out.increment(frame.len() as u64);
                             if ws.binary(frame).await.is_err() {
                                 return End::ClientGone;
                             }
@@ -176,6 +213,16 @@ async fn serve(
                 last_heard = Instant::now();
                 match incoming {
                     Some(Ok(AggregatedMessage::Binary(frame))) => {
+                        bytes_in.increment(frame.len() as u64);
+                        if !rate.allow() {
+                            return End::Closed(
+                                CloseCode::Policy,
+                                format!(
+                                    "over {} messages per second",
+                                    state.config.max_messages_per_second
+                                ),
+                            );
+                        }
                         match decode_client_message(frame) {
                             Ok(message) => {
                                 if !doc.message(conn, message).await {

@@ -9,9 +9,12 @@ use actix_web::{guard, middleware, web, App, HttpServer};
 use tokio::sync::watch;
 use weft_crdt::{Registry, SledStore};
 
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
+use crate::limits::ConnectionLimits;
 use crate::state::AppState;
-use crate::{routes, session, web as web_ui};
+use crate::webhook::Webhooks;
+use crate::{api, routes, session, web as web_ui};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,9 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The auth settings are unusable.
+    #[error("auth configuration: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     /// The store could not be opened.
     #[error("cannot open the store in {dir}: {source}")]
     Store {
@@ -59,11 +65,20 @@ impl Application {
             dir: config.data_dir.display().to_string(),
             source,
         })?;
-        let registry = Registry::new(
+        let auth = Authenticator::from_config(&config.auth)?;
+        crate::metrics::install();
+        let webhooks = Webhooks::start(&config.webhook);
+        let registry = Registry::with_listener(
             Arc::new(store),
             config.doc_config(),
             tokio::runtime::Handle::current(),
+            webhooks.as_ref().map(|w| w.listener()),
         );
+        if auth.is_none() {
+            tracing::warn!(
+                "auth is off: anyone who can reach this server can read and write every document"
+            );
+        }
         let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
             addr: config.addr.clone(),
             source,
@@ -74,14 +89,19 @@ impl Application {
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let workers = config.workers;
+        let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_doc);
+        let payload_limit = config.max_message_bytes;
         let state = web::Data::new(AppState {
             config,
             registry: registry.clone(),
+            auth,
+            limits,
             shutdown: shutdown_rx,
         });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(payload_limit))
                 .service(
                     web::resource("/{tail:.*}")
                         .guard(guard::fn_guard(is_websocket_upgrade))
@@ -89,6 +109,8 @@ impl Application {
                 )
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
+                .route("/metrics", web::get().to(crate::metrics::render))
+                .configure(api::configure)
                 .service(
                     web::scope("")
                         .wrap(middleware::Compress::default())

@@ -1,9 +1,13 @@
 //! What every request handler and session shares.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 use weft_crdt::Registry;
 
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
+use crate::limits::ConnectionLimits;
 
 /// Shared application state, handed to handlers as `web::Data<AppState>`.
 pub struct AppState {
@@ -11,6 +15,10 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Loaded documents.
     pub registry: Registry,
+    /// Token verification; `None` when auth is off.
+    pub auth: Option<Authenticator>,
+    /// Connection caps.
+    pub limits: Arc<ConnectionLimits>,
     /// Flips to `true` when the server shuts down; sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -1,0 +1,354 @@
+//! Access control: JWTs that grant read or write access to a document or a name prefix.
+//!
+//! Off unless a secret or public key is configured. A token is a standard JWT (HS256 with the
+//! shared secret, or ES256/RS256 verified with a public key) with the claims `sub` (user),
+//! `doc` (a document name, a prefix pattern such as `org-42/*`, or `*`), `perm` (`read` or
+//! `write`) and `exp`. Clients pass it as `?token=` on the WebSocket URL (y-websocket's `params`
+//! option) or as `Authorization: Bearer <token>`. Token values are never logged.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::HttpRequest;
+use clap::Args;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use weft_crdt::DocName;
+
+use crate::error::ApiError;
+
+/// Authentication settings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 tokens; turns auth on.
+    #[arg(long, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// File holding the shared secret (trailing whitespace ignored); turns auth on.
+    #[arg(long, env = "WEFT_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// PEM public key (EC P-256 for ES256, or RSA for RS256) to verify tokens your backend
+    /// signs; turns auth on. May be combined with a secret.
+    #[arg(long, env = "WEFT_AUTH_PUBLIC_KEY")]
+    pub auth_public_key: Option<PathBuf>,
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Receive the document and awareness, send awareness.
+    Read,
+    /// Everything, including changing the document.
+    Write,
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            other => Err(format!("unknown permission {other:?} (use read or write)")),
+        }
+    }
+}
+
+/// The claims of a Weft token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user the token was issued to.
+    pub sub: String,
+    /// A document name, a prefix pattern ending in `*` (`org-42/*`), or `*` for every document.
+    pub doc: String,
+    /// What the token allows.
+    pub perm: Permission,
+    /// Expiry, in seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Whether the token's `doc` claim covers `name`.
+    pub fn covers(&self, name: &str) -> bool {
+        match self.doc.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => self.doc == name,
+        }
+    }
+}
+
+/// Why configuring auth or issuing a token failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// A key or secret file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The public key is not a PEM EC or RSA public key.
+    #[error("{path} is not a PEM EC (P-256) or RSA public key")]
+    BadPublicKey {
+        /// The file.
+        path: String,
+    },
+    /// The secret is empty.
+    #[error("the auth secret is empty")]
+    EmptySecret,
+    /// Issuing a token needs a shared secret.
+    #[error(
+        "no auth secret configured: pass --auth-secret, --auth-secret-file or WEFT_AUTH_SECRET"
+    )]
+    NoSecret,
+    /// Signing failed.
+    #[error("cannot sign the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Verifies (and, with a shared secret, issues) tokens.
+pub struct Authenticator {
+    verifiers: Vec<(DecodingKey, Validation)>,
+    signer: Option<EncodingKey>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("verifiers", &self.verifiers.len())
+            .finish()
+    }
+}
+
+fn validation(algorithms: &[Algorithm]) -> Validation {
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms.to_vec();
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation
+}
+
+impl Authenticator {
+    /// Builds the authenticator from the configuration; `None` when auth is off.
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Self>, AuthSetupError> {
+        let mut verifiers = Vec::new();
+        let mut signer = None;
+        let secret = match (&config.auth_secret, &config.auth_secret_file) {
+            (Some(secret), _) => Some(secret.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AuthSetupError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                    .trim_end()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(secret) = secret {
+            if secret.is_empty() {
+                return Err(AuthSetupError::EmptySecret);
+            }
+            verifiers.push((
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(&[Algorithm::HS256]),
+            ));
+            signer = Some(EncodingKey::from_secret(secret.as_bytes()));
+        }
+        if let Some(path) = &config.auth_public_key {
+            let pem = std::fs::read(path).map_err(|source| AuthSetupError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let key = if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                (key, validation(&[Algorithm::ES256]))
+            } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                (key, validation(&[Algorithm::RS256]))
+            } else {
+                return Err(AuthSetupError::BadPublicKey {
+                    path: path.display().to_string(),
+                });
+            };
+            verifiers.push(key);
+        }
+        if verifiers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Authenticator { verifiers, signer }))
+    }
+
+    /// Checks a token's signature and expiry and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let mut last = String::from("no key configured");
+        for (key, validation) in &self.verifiers {
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) => {
+                    last = match error.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                            return Err("token expired".into())
+                        }
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                            "invalid token signature".into()
+                        }
+                        _ => format!("invalid token: {error}"),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Signs an HS256 token with the shared secret.
+    pub fn issue(&self, claims: &Claims) -> Result<String, AuthSetupError> {
+        let key = self.signer.as_ref().ok_or(AuthSetupError::NoSecret)?;
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            key,
+        )?)
+    }
+}
+
+/// Claims for `doc` with `perm`, valid for `ttl` from now.
+pub fn claims_for(sub: &str, doc: &str, perm: Permission, ttl: Duration) -> Claims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Claims {
+        sub: sub.to_string(),
+        doc: doc.to_string(),
+        perm,
+        exp: (now + ttl).as_secs(),
+    }
+}
+
+/// The token of a request: `Authorization: Bearer ...` or else the `token` query parameter.
+pub fn token_of(req: &HttpRequest) -> Option<String> {
+    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        if let Some(token) = header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) {
+            return Some(token.trim().to_string());
+        }
+    }
+    let query = actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(
+        req.query_string(),
+    )
+    .ok()?;
+    query.into_inner().remove("token")
+}
+
+/// Who is asking, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The user (`anonymous` when auth is off).
+    pub sub: String,
+    /// What they may do with the document.
+    pub permission: Permission,
+}
+
+/// Decides whether the request may use document `name` with at least `needed`.
+/// Auth off: everyone may write. Refusals are logged (never the token) and counted.
+pub fn authorize(
+    auth: Option<&Authenticator>,
+    req: &HttpRequest,
+    name: Option<&DocName>,
+    needed: Permission,
+) -> Result<Access, ApiError> {
+    let Some(auth) = auth else {
+        return Ok(Access {
+            sub: "anonymous".into(),
+            permission: Permission::Write,
+        });
+    };
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let doc = name.map(|n| n.as_str()).unwrap_or("");
+    let refuse = |error: ApiError| {
+        tracing::warn!(doc, %peer, path = req.path(), reason = %error, "request refused");
+        metrics::counter!("weft_auth_refusals_total").increment(1);
+        Err(error)
+    };
+    let Some(token) = token_of(req) else {
+        return refuse(ApiError::Unauthorized("a token is required".into()));
+    };
+    let claims = match auth.verify(&token) {
+        Ok(claims) => claims,
+        Err(why) => return refuse(ApiError::Unauthorized(why)),
+    };
+    if let Some(name) = name {
+        if !claims.covers(name.as_str()) {
+            return refuse(ApiError::Forbidden(format!(
+                "token does not grant access to document {name}"
+            )));
+        }
+    }
+    if claims.perm < needed {
+        return refuse(ApiError::Forbidden("token is read-only".into()));
+    }
+    Ok(Access {
+        sub: claims.sub,
+        permission: claims.perm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_auth() -> Authenticator {
+        Authenticator::from_config(&AuthConfig {
+            auth_secret: Some("s3cret".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_patterns_match() {
+        let auth = secret_auth();
+        let claims = claims_for("u1", "org-42/*", Permission::Read, Duration::from_secs(60));
+        let token = auth.issue(&claims).unwrap();
+        let back = auth.verify(&token).unwrap();
+        assert_eq!(back, claims);
+        assert!(back.covers("org-42/notes"));
+        assert!(!back.covers("org-43/notes"));
+        assert!(claims_for("u", "*", Permission::Read, Duration::ZERO).covers("anything"));
+        assert!(!claims_for("u", "a", Permission::Read, Duration::ZERO).covers("ab"));
+    }
+
+    #[test]
+    fn expired_and_forged_tokens_are_refused() {
+        let auth = secret_auth();
+        let mut claims = claims_for("u1", "d", Permission::Write, Duration::ZERO);
+        claims.exp -= 3600;
+        let expired = auth.issue(&claims).unwrap();
+        assert_eq!(auth.verify(&expired).unwrap_err(), "token expired");
+
+        let other = Authenticator::from_config(&AuthConfig {
+            auth_secret: Some("other".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+        .unwrap();
+        let forged = other
+            .issue(&claims_for(
+                "u1",
+                "d",
+                Permission::Write,
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        assert!(auth.verify(&forged).is_err());
+        assert!(auth.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn auth_is_off_without_keys() {
+        assert!(Authenticator::from_config(&AuthConfig::default())
+            .unwrap()
+            .is_none());
+    }
+}
