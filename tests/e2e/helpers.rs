@@ -104,6 +104,8 @@ pub struct TestClient {
     pub synced: bool,
     /// Close frame received from the server, if any.
     pub closed: Option<Option<CloseFrame>>,
+    /// Auth "permission denied" messages received.
+    pub denied: usize,
 }
 
 impl TestClient {
@@ -118,6 +120,7 @@ impl TestClient {
             awareness: Awareness::new(Doc::new()),
             synced: false,
             closed: None,
+            denied: 0,
         }
     }
 
@@ -211,7 +214,8 @@ impl TestClient {
                     .apply_update(update)
                     .expect("apply awareness");
             }
-            ClientMessage::QueryAwareness | ClientMessage::Auth => {}
+            ClientMessage::Auth => self.denied += 1,
+            ClientMessage::QueryAwareness => {}
         }
     }
 
@@ -283,4 +287,22 @@ pub fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
         },
     );
     protocol::encode_awareness(&AwarenessUpdate { clients }).to_vec()
+}
+
+/// The HTTP status a WebSocket upgrade to `url` is refused with (panics if it is accepted).
+pub async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{url}: expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("{url}: the upgrade was accepted"),
+    }
+}
+
+/// A v1 update inserting `content` into the text root "text" of a fresh document.
+pub fn text_update(content: &str) -> Vec<u8> {
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("text");
+    let mut txn = doc.transact_mut();
+    text.insert(&mut txn, 0, content);
+    txn.encode_state_as_update_v1(&StateVector::default())
 }

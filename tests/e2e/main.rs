@@ -1,6 +1,8 @@
 //! End-to-end tests of the Weft server over real WebSocket connections and a real sled
 //! directory. One test binary; each module covers one area.
 
+mod api;
+mod auth;
 mod bad_input;
 mod helpers;
 mod http;

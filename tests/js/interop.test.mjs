@@ -114,3 +114,25 @@ test('state survives a graceful restart and a kill -9 right after convergence', 
   const state = Y.encodeStateAsUpdate(after9.doc)
   assert.ok(state.length > 100)
 })
+
+test('y-websocket passes a token through params; read-only clients cannot change the document', async () => {
+  const { execFileSync } = await import('node:child_process')
+  const { weftBin } = await import('./lib/server.mjs')
+  const secret = 'interop-secret'
+  const server = await start({ dataDir: tempDataDir(), args: ['--auth-secret', secret] })
+  const token = perm => execFileSync(weftBin, ['token', '--doc', 'team/*', '--perm', perm, '--ttl', '10m', '--auth-secret', secret]).toString().trim()
+
+  const writer = await client(server.url, 'team/doc', { params: { token: token('write') } })
+  writer.doc.getText('text').insert(0, 'signed in')
+  const reader = await client(server.url, 'team/doc', { params: { token: token('read') } })
+  await waitFor('the reader to see the writer', () => reader.doc.getText('text').toString() === 'signed in')
+  // The reader's edit stays local: the server refuses it and nobody else sees it.
+  reader.doc.getText('text').insert(0, 'VANDAL ')
+  await sleep(300)
+  const check = await client(server.url, 'team/doc', { params: { token: token('read') } })
+  assert.equal(check.doc.getText('text').toString(), 'signed in')
+  assert.equal(writer.doc.getText('text').toString(), 'signed in')
+
+  // Without a token the upgrade is refused: the provider never syncs.
+  await assert.rejects(connectClient(server.url, 'team/doc', { timeoutMs: 1500 }), /did not sync/)
+})

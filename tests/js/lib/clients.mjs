@@ -8,7 +8,11 @@ export async function connectClient (url, room, { params = {}, timeoutMs = 10000
   const doc = new Y.Doc()
   const provider = new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, params, disableBc: true })
   await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`client did not sync with ${url}/${room}`)), timeoutMs)
+    const timer = setTimeout(() => {
+      provider.destroy()
+      doc.destroy()
+      reject(new Error(`client did not sync with ${url}/${room}`))
+    }, timeoutMs)
     provider.on('sync', synced => { if (synced) { clearTimeout(timer); resolve() } })
   })
   return { doc, provider, awareness: provider.awareness, close: () => { provider.destroy(); doc.destroy() } }
