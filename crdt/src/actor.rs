@@ -20,13 +20,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::sleep_until;
 use yrs::sync::awareness::{Awareness, AwarenessUpdate};
-use yrs::updates::decoder::Decode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 
 use crate::command::{CloseReason, ConnId, DocCommand, DocError, Outbound};
 use crate::config::DocConfig;
 use crate::name::DocName;
 use crate::protocol::{self, ClientMessage, IncomingUpdate};
+use crate::recovery;
 use crate::registry::{ChangeListener, RegistryInner};
 use crate::store::{DocStore, StoredDoc};
 
@@ -173,42 +173,16 @@ impl DocActor {
         tokio::time::Instant::from_std(since + self.config.idle_unload)
     }
 
-    /// Rebuilds the in-memory document from its snapshot and log. Records that do not decode
-    /// are reported and skipped: one damaged record must not make the whole document unusable.
+    /// Rebuilds the in-memory document from its snapshot and log. Damaged records are
+    /// reported and skipped (see `recovery`).
     fn restore(&mut self, stored: StoredDoc) {
         self.next_seq = stored.next_seq;
         self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
         self.log_updates = stored.log.len() as u64;
         self.log_bytes = stored.log_bytes();
-        let doc = self.awareness.doc();
-        let mut txn = doc.transact_mut();
-        let records = stored
-            .snapshot
-            .iter()
-            .map(|s| ("snapshot".to_string(), s))
-            .chain(
-                stored
-                    .log
-                    .iter()
-                    .map(|e| (format!("log entry {}", e.seq), &e.update)),
-            );
-        for (what, bytes) in records {
-            let applied = catch_unwind(AssertUnwindSafe(|| {
-                Update::decode_v1(bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()))
-            }));
-            match applied {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::error!(doc = %self.name, record = %what, %error,
-                        "stored record is damaged; skipped")
-                }
-                Err(_) => {
-                    tracing::error!(doc = %self.name, record = %what,
-                        "stored record made the decoder panic; skipped")
-                }
-            }
+        for damage in recovery::rebuild_into(self.awareness.doc(), &stored) {
+            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
+                "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `actor` (private): the document actor, sole owner of a `yrs::Doc` and its `Awareness`;
 //!   batches updates, persists them (group commit) before broadcasting one merged frame.
 //! - [`registry`]: name -> actor, loading each document once and unloading idle ones.
+//! - [`recovery`]: rebuilding documents from stored records; damaged records; store checks.
 //! - [`store`]: the [`store::DocStore`] trait and the sled implementation.
 //! - [`config`]: compaction thresholds, idle timeout, queue sizes.
 
@@ -16,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod name;
 pub mod protocol;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 

@@ -106,9 +106,12 @@ fn decode_unguarded(frame: &[u8]) -> Result<Decoded, ProtocolError> {
             let sub_tag: u64 = cursor.read_var().map_err(malformed)?;
             let payload = cursor.read_buf().map_err(malformed)?;
             match sub_tag {
-                0 => Decoded::Other(ClientMessage::SyncStep1(
-                    StateVector::decode_v1(payload).map_err(malformed)?,
-                )),
+                0 => {
+                    check_entry_count(payload, MIN_STATE_VECTOR_ENTRY_BYTES, "state vector")?;
+                    Decoded::Other(ClientMessage::SyncStep1(
+                        StateVector::decode_v1(payload).map_err(malformed)?,
+                    ))
+                }
                 1 | 2 => {
                     Decoded::Other(ClientMessage::Update(decode_update(payload, sub_tag == 1)?))
                 }
@@ -137,7 +140,11 @@ fn decode_unguarded(frame: &[u8]) -> Result<Decoded, ProtocolError> {
     Ok(decoded)
 }
 
+/// Smallest encoding of one client's entry in a v1 update: struct count, client id, clock.
+const MIN_UPDATE_ENTRY_BYTES: usize = 3;
+
 fn decode_update(payload: &[u8], is_sync_step2: bool) -> Result<IncomingUpdate, ProtocolError> {
+    check_entry_count(payload, MIN_UPDATE_ENTRY_BYTES, "update")?;
     let update =
         Update::decode_v1(payload).map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))?;
     Ok(IncomingUpdate {
@@ -162,19 +169,30 @@ pub fn decode_bare_update(bytes: Bytes) -> Result<IncomingUpdate, ProtocolError>
 
 /// Smallest encoding of one awareness entry: client id, clock and an empty string, a byte each.
 const MIN_AWARENESS_ENTRY_BYTES: usize = 3;
+/// Smallest encoding of one state vector entry: client id and clock, a byte each.
+const MIN_STATE_VECTOR_ENTRY_BYTES: usize = 2;
 
-fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
-    // The entry count is attacker-controlled and yrs reserves room for it up front: refuse
-    // counts that the payload cannot possibly hold before handing it over.
+/// Entry counts are attacker-controlled and yrs reserves room for them up front (a 20-byte
+/// frame could ask for gigabytes): refuse counts the payload cannot possibly hold.
+fn check_entry_count(
+    payload: &[u8],
+    min_entry_bytes: usize,
+    what: &str,
+) -> Result<(), ProtocolError> {
     let mut cursor = Cursor::new(payload);
     let count: u64 = cursor.read_var().map_err(malformed)?;
-    let room = (payload.len() - cursor.next) / MIN_AWARENESS_ENTRY_BYTES;
+    let room = (payload.len() - cursor.next) / min_entry_bytes;
     if count > room as u64 {
         return Err(ProtocolError::Malformed(format!(
-            "awareness update claims {count} clients in {} bytes",
+            "{what} claims {count} entries in {} bytes",
             payload.len()
         )));
     }
+    Ok(())
+}
+
+fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
+    check_entry_count(payload, MIN_AWARENESS_ENTRY_BYTES, "awareness update")?;
     let mut decoder = DecoderV1::from(payload);
     let update = AwarenessUpdate::decode(&mut decoder).map_err(malformed)?;
     for (client, entry) in &update.clients {
@@ -318,6 +336,26 @@ mod tests {
             decode_client_message(Bytes::from(frame)).unwrap_err(),
             ProtocolError::Malformed(_)
         ));
+    }
+
+    /// Found by `cargo fuzz run decode_message`: a 20-byte SyncStep1 whose state vector claims
+    /// ~2^31 entries made yrs reserve gigabytes.
+    #[test]
+    fn fuzz_regression_state_vector_allocation_bomb() {
+        let frame = [
+            0, 0, 10, 246, 218, 218, 218, 146, 8, 0, 0, 246, 0, 10, 246, 146, 0, 0, 0, 251,
+        ];
+        assert!(matches!(
+            decode_client_message(Bytes::copy_from_slice(&frame)).unwrap_err(),
+            ProtocolError::Malformed(_)
+        ));
+    }
+
+    /// Found by `cargo fuzz run decode_message`: an update claiming ~2^45 clients.
+    #[test]
+    fn fuzz_regression_update_with_absurd_client_count() {
+        let frame = [0, 2, 8, 255, 255, 255, 241, 255, 255, 41, 0, 10];
+        assert!(decode_client_message(Bytes::copy_from_slice(&frame)).is_err());
     }
 
     #[test]

@@ -111,17 +111,25 @@ pub struct TestClient {
 impl TestClient {
     /// Connects without syncing.
     pub async fn connect(url: &str) -> TestClient {
+        match TestClient::try_connect(url).await {
+            Ok(client) => client,
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    /// Connects without syncing; the error if the server is not there.
+    pub async fn try_connect(url: &str) -> Result<TestClient, String> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        TestClient {
+            .map_err(|e| e.to_string())?;
+        Ok(TestClient {
             ws,
             doc: Doc::new(),
             awareness: Awareness::new(Doc::new()),
             synced: false,
             closed: None,
             denied: 0,
-        }
+        })
     }
 
     /// Connects and completes the sync handshake (sends SyncStep1, waits for SyncStep2).
@@ -142,6 +150,20 @@ impl TestClient {
 
     pub async fn send_message(&mut self, message: Message) -> Result<(), String> {
         self.ws.send(message).await.map_err(|e| e.to_string())
+    }
+
+    /// Makes a local change with `change` and sends the resulting update; false if the
+    /// connection is gone. (Reach root types through `txn`, e.g. `txn.get_or_insert_map`: the
+    /// document is locked meanwhile.)
+    pub async fn change(&mut self, change: impl FnOnce(&mut yrs::TransactionMut)) -> bool {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            let before = txn.state_vector();
+            change(&mut txn);
+            txn.encode_state_as_update_v1(&before)
+        };
+        let frame = protocol::encode_update(&update).to_vec();
+        self.ws.send(Message::Binary(frame.into())).await.is_ok()
     }
 
     /// Inserts text locally and sends the resulting update.
@@ -305,4 +327,69 @@ pub fn text_update(content: &str) -> Vec<u8> {
     let mut txn = doc.transact_mut();
     text.insert(&mut txn, 0, content);
     txn.encode_state_as_update_v1(&StateVector::default())
+}
+
+/// A real `weft` process (the binary built with this test), started on port 0.
+pub struct WeftProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl WeftProcess {
+    /// Starts the binary with `args` on `data_dir`; returns once it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> WeftProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "warn,weft=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn weft");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("weft listening on http://").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("weft: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("weft did not start listening");
+        WeftProcess { child, addr }
+    }
+
+    pub fn ws_url(&self, doc: &str) -> String {
+        format!("ws://{}/{}", self.addr, doc)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
 }

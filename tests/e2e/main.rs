@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod bad_input;
+mod crash;
 mod helpers;
 mod http;
 mod persistence;

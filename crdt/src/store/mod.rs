@@ -5,8 +5,10 @@
 //! they return (the document actor broadcasts only after that); compaction replaces the snapshot
 //! and deletes the log entries it covers in one atomic step.
 
+mod memory;
 mod sled_store;
 
+pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 use async_trait::async_trait;

@@ -1,0 +1,63 @@
+//! A sequence of frames from one client, through the real document actor (in-memory store).
+//! The session stops at the first frame the decoder rejects, as the server does. Afterwards the
+//! document must hold exactly the updates that were accepted: its state vector equals that of a
+//! reference document fed only those updates.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use tokio::sync::mpsc;
+use weft_crdt::protocol::{decode_client_message, ClientMessage};
+use weft_crdt::store::MemoryStore;
+use weft_crdt::{DocConfig, DocName, Registry};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, Transact, Update};
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fuzz_target!(|frames: Vec<Vec<u8>>| {
+    let rt = runtime();
+    rt.block_on(async move {
+        let registry = Registry::new(Arc::new(MemoryStore::new()), DocConfig::default(), rt.handle().clone());
+        let name = DocName::new("fuzz").unwrap();
+        let (outbound, mut inbox) = mpsc::channel(1024);
+        let conn = weft_crdt::ConnId::from_u128(1);
+        let doc = registry.join(&name, conn, outbound, true).await.expect("join");
+        let reference = Doc::new();
+        for frame in frames {
+            let Ok(message) = decode_client_message(bytes::Bytes::from(frame)) else {
+                break;
+            };
+            if let ClientMessage::Update(incoming) = &message {
+                let update = Update::decode_v1(&incoming.bytes).expect("decoded once already");
+                if reference.transact_mut().apply_update(update).is_err() {
+                    break;
+                }
+            }
+            assert!(doc.message(conn, message).await);
+        }
+        doc.leave(conn).await;
+        let server_sv = registry
+            .read(&name, |d| d.transact().state_vector())
+            .await
+            .expect("read");
+        // A clock of 0 means "nothing from this client", listed or not.
+        let nonzero = |sv: yrs::StateVector| {
+            let mut v: Vec<(u64, u32)> = sv.iter().filter(|(_, c)| **c > 0).map(|(id, c)| (id.get(), *c)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(nonzero(server_sv), nonzero(reference.transact().state_vector()));
+        while inbox.try_recv().is_ok() {}
+        registry.shutdown().await;
+    });
+});
