@@ -59,6 +59,8 @@ struct Outgoing {
     api_replies: Vec<tokio::sync::oneshot::Sender<Result<(), DocError>>>,
     /// Sessions to close after sending, with the reason.
     closes: Vec<(ConnId, CloseReason)>,
+    /// yrs panicked while applying an update: the in-memory document is untrustworthy.
+    poisoned: bool,
 }
 
 /// How the actor's loop ends.
@@ -253,6 +255,27 @@ impl DocActor {
             self.apply_pending(&mut pending_updates, &mut out);
         }
 
+        if out.poisoned {
+            // Nothing of this batch is stored or sent. The offender is told why; everyone else
+            // reconnects to a fresh actor that reloads the stored state (their clients resend
+            // whatever of theirs was in this batch).
+            tracing::error!(doc = %self.name, "an update made yrs panic; reloading the document from storage");
+            for (conn, reason) in out.closes.drain(..) {
+                if let Some(session) = self.sessions.remove(&conn) {
+                    let _ = session.outbound.try_send(Outbound::Close(reason));
+                }
+            }
+            for reply in out.api_replies.drain(..) {
+                let _ = reply.send(Err(DocError::Unavailable("document reloading".into())));
+            }
+            if let Some(command) = stop {
+                refuse(command, DocError::Unloaded);
+            }
+            self.fail("document reloading after a rejected update".into())
+                .await;
+            return Exit::Stop;
+        }
+
         if !self.persist(&mut out).await {
             return Exit::Stop;
         }
@@ -291,66 +314,86 @@ impl DocActor {
     }
 
     /// Applies the updates collected so far in one transaction, recording the accepted ones.
+    /// If yrs panics (a crafted update can trigger bugs in it), the document is marked poisoned:
+    /// its in-memory state can no longer be trusted and must not be touched again.
     fn apply_pending(
         &mut self,
         pending: &mut Vec<(IncomingUpdate, UpdateOrigin)>,
         out: &mut Outgoing,
     ) {
-        if pending.is_empty() {
+        if pending.is_empty() || out.poisoned {
+            for (_, origin) in pending.drain(..) {
+                if let UpdateOrigin::Api(reply) = origin {
+                    let _ = reply.send(Err(DocError::Unavailable("document reloading".into())));
+                }
+            }
             return;
         }
+        let name = self.name.clone();
+        let max_doc_bytes = self.config.max_doc_bytes;
+        let stored = self.snapshot_bytes + self.log_bytes;
         let doc = self.awareness.doc();
-        let mut txn = doc.transact_mut();
-        for (incoming, origin) in pending.drain(..) {
-            let stored = self.snapshot_bytes + self.log_bytes;
-            let queued: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
-            if stored + queued + incoming.bytes.len() as u64 > self.config.max_doc_bytes {
-                let reason = format!(
-                    "document would exceed the {} byte limit",
-                    self.config.max_doc_bytes
-                );
-                tracing::warn!(doc = %self.name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
-                match origin {
-                    UpdateOrigin::Session(conn) => {
-                        out.closes.push((conn, CloseReason::Refused(reason)))
+        // The outer guard covers the commit when the transaction is dropped.
+        let committed = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            for (incoming, origin) in pending.drain(..) {
+                if out.poisoned {
+                    if let UpdateOrigin::Api(reply) = origin {
+                        let _ = reply.send(Err(DocError::Unavailable("document reloading".into())));
                     }
-                    UpdateOrigin::Api(reply) => {
+                    continue;
+                }
+                let queued: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
+                if stored + queued + incoming.bytes.len() as u64 > max_doc_bytes {
+                    let reason = format!("document would exceed the {max_doc_bytes} byte limit");
+                    tracing::warn!(doc = %name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
+                    match origin {
+                        UpdateOrigin::Session(conn) => {
+                            out.closes.push((conn, CloseReason::Refused(reason)))
+                        }
+                        UpdateOrigin::Api(reply) => {
+                            let _ = reply.send(Err(DocError::Refused(reason)));
+                        }
+                    }
+                    continue;
+                }
+                let IncomingUpdate { bytes, update, .. } = incoming;
+                if update.is_empty() {
+                    // Typically the SyncStep2 of a client with nothing new: nothing to do.
+                    if let UpdateOrigin::Api(reply) = origin {
+                        out.api_replies.push(reply);
+                    }
+                    continue;
+                }
+                let error = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(format!("update rejected: {error}")),
+                    Err(_) => {
+                        out.poisoned = true;
+                        Some("update made the document panic".to_string())
+                    }
+                };
+                match (error, origin) {
+                    (None, UpdateOrigin::Session(conn)) => {
+                        out.updates.push(bytes);
+                        out.update_sources.insert(conn);
+                    }
+                    (None, UpdateOrigin::Api(reply)) => {
+                        out.updates.push(bytes);
+                        out.api_replies.push(reply);
+                    }
+                    (Some(reason), UpdateOrigin::Session(conn)) => {
+                        tracing::warn!(doc = %name, %conn, %reason, "closing connection");
+                        out.closes.push((conn, CloseReason::BadMessage(reason)));
+                    }
+                    (Some(reason), UpdateOrigin::Api(reply)) => {
                         let _ = reply.send(Err(DocError::Refused(reason)));
                     }
                 }
-                continue;
             }
-            let IncomingUpdate { bytes, update, .. } = incoming;
-            if update.is_empty() {
-                // Typically the SyncStep2 of a client with nothing new: nothing to store or send.
-                if let UpdateOrigin::Api(reply) = origin {
-                    out.api_replies.push(reply);
-                }
-                continue;
-            }
-            let applied = catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
-            let error = match applied {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(format!("update rejected: {error}")),
-                Err(_) => Some("update made the document panic".to_string()),
-            };
-            match (error, origin) {
-                (None, UpdateOrigin::Session(conn)) => {
-                    out.updates.push(bytes);
-                    out.update_sources.insert(conn);
-                }
-                (None, UpdateOrigin::Api(reply)) => {
-                    out.updates.push(bytes);
-                    out.api_replies.push(reply);
-                }
-                (Some(reason), UpdateOrigin::Session(conn)) => {
-                    tracing::warn!(doc = %self.name, %conn, %reason, "closing connection");
-                    out.closes.push((conn, CloseReason::BadMessage(reason)));
-                }
-                (Some(reason), UpdateOrigin::Api(reply)) => {
-                    let _ = reply.send(Err(DocError::Refused(reason)));
-                }
-            }
+        }));
+        if committed.is_err() {
+            out.poisoned = true;
         }
     }
 
@@ -527,6 +570,7 @@ impl DocActor {
             update_sources,
             api_replies,
             closes,
+            poisoned: _,
         } = out;
         let mut dead = Vec::new();
         for (conn, frame) in direct {

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod crash;
 mod helpers;
+mod hostile;
 mod http;
 mod persistence;
 mod sync;
