@@ -26,6 +26,10 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Memory for the store's page cache, in bytes (sled keeps about this much).
+    #[arg(long, env = "WEFT_CACHE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub cache_bytes: u64,
+
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection (1009).
     #[arg(long, env = "WEFT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,

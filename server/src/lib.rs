@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTP document API under `/api`.
 //! - [`limits`]: connection caps and the per-connection message rate.
 //! - [`webhook`]: debounced change notifications.
+//! - [`memory`]: returning freed memory to the OS after documents unload.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`startup`]: [`Application`], which binds, serves and shuts down.
 //! - [`session`]: the WebSocket upgrade and the per-connection loop.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod session;

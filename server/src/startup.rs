@@ -61,10 +61,13 @@ impl Application {
     /// Opens the store and binds the listener. Document actors run on the current tokio
     /// runtime (multi-threaded in the binary), not on the HTTP workers.
     pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
-        let store = SledStore::open(&config.data_dir).map_err(|source| StartupError::Store {
-            dir: config.data_dir.display().to_string(),
-            source,
-        })?;
+        let store =
+            SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(|source| {
+                StartupError::Store {
+                    dir: config.data_dir.display().to_string(),
+                    source,
+                }
+            })?;
         let auth = Authenticator::from_config(&config.auth)?;
         crate::metrics::install();
         let webhooks = Webhooks::start(&config.webhook);
@@ -74,6 +77,7 @@ impl Application {
             tokio::runtime::Handle::current(),
             webhooks.as_ref().map(|w| w.listener()),
         );
+        crate::memory::spawn_trimmer(registry.clone());
         if auth.is_none() {
             tracing::warn!(
                 "auth is off: anyone who can reach this server can read and write every document"

@@ -4,9 +4,11 @@
 mod api;
 mod auth;
 mod bad_input;
+mod corruption;
 mod crash;
 mod helpers;
 mod hostile;
 mod http;
 mod persistence;
+mod soak;
 mod sync;

@@ -26,6 +26,9 @@ const TAG_SNAPSHOT: u8 = 0;
 const TAG_LOG: u8 = 1;
 const SNAPSHOT_FORMAT: u8 = 1;
 
+/// Default size of sled's page cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// sled-backed [`DocStore`].
 pub struct SledStore {
     db: sled::Db,
@@ -61,11 +64,17 @@ struct WriteJob {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir` with the default page cache size.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database in `dir`; sled keeps up to about `cache_bytes` of pages
+    /// in memory.
+    pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.as_ref())
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         let docs = db.open_tree("docs")?;
         let meta = db.open_tree("meta")?;

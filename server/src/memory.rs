@@ -1,0 +1,37 @@
+//! Giving memory back: after documents unload, glibc keeps freed heap pages resident (its
+//! arenas only shrink from the top). A housekeeping task asks it to return them, so the
+//! process's RSS falls back when clients leave instead of staying at its high-water mark.
+
+use std::time::Duration;
+
+use weft_crdt::Registry;
+
+/// How often the task looks at the number of loaded documents.
+const PERIOD: Duration = Duration::from_secs(5);
+
+/// Starts the task on the current runtime. It trims after the loaded-document count fell.
+pub fn spawn_trimmer(registry: Registry) {
+    tokio::spawn(async move {
+        let mut last = registry.loaded_count();
+        loop {
+            tokio::time::sleep(PERIOD).await;
+            let now = registry.loaded_count();
+            if now < last {
+                // malloc_trim walks every arena; off the async workers.
+                let _ = tokio::task::spawn_blocking(trim).await;
+            }
+            last = now;
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only releases free memory back to the OS; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
