@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs the same load scenarios against Weft and its peers, side by side, in one run.
+#
+#   bash benches/compare.sh [scenario ...]     scenarios: fanout overload100 overload500
+#                                                         overload1000 manydocs (default: fanout)
+#
+# Installs the peers into benches/peers/ (git-ignored) on first use:
+#   - the Node reference server  @y/websocket-server@0.1.1 with yjs@13 (npm)
+#   - y-sweet 0.9.1              cargo install y-sweet --version 0.9.1 --locked
+# Each server is pinned to CPU 0 and the load generator (target/release/weft-load) to CPU 1.
+# Prints one JSON line per run and a table with the Weft/peer ratio of every figure.
+# Env: PEERS="weft node-ref y-sweet" DURATION=20 SKIP_INSTALL=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+peers_dir=$root/benches/peers
+out=${OUT:-$root/target/compare-$(date +%Y%m%d-%H%M%S).jsonl}
+duration=${DURATION:-20}
+servers=${PEERS:-"weft node-ref y-sweet"}
+scenarios=${*:-fanout}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --bins >/dev/null
+
+install_peers() {
+  mkdir -p "$peers_dir/node-ref"
+  if [ ! -d "$peers_dir/node-ref/node_modules/@y/websocket-server" ]; then
+    (cd "$peers_dir/node-ref" && echo '{"name":"node-ref","private":true}' > package.json &&
+      npm install --no-audit --no-fund --loglevel=error @y/websocket-server@0.1.1 yjs@13.6.33)
+  fi
+  if [ ! -x "$peers_dir/y-sweet/bin/y-sweet" ]; then
+    cargo install y-sweet --version 0.9.1 --locked --root "$peers_dir/y-sweet"
+  fi
+}
+[ -n "${SKIP_INSTALL:-}" ] || install_peers
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_server NAME PORT DATA -> sets SERVER_PID and URL_TEMPLATE
+start_server() {
+  local name=$1 port=$2 data=$3
+  case $name in
+    weft)
+      taskset -c 0 "$root/target/release/weft" --addr "127.0.0.1:$port" --data-dir "$data" \
+        --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
+        --max-messages-per-second 100000 >"$data.log" 2>&1 &
+      URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
+    node-ref)
+      HOST=127.0.0.1 PORT=$port taskset -c 0 node \
+        "$peers_dir/node-ref/node_modules/@y/websocket-server/src/server.js" >"$data.log" 2>&1 &
+      URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
+    y-sweet)
+      taskset -c 0 "$peers_dir/y-sweet/bin/y-sweet" serve "$data" --host 127.0.0.1 --port "$port" \
+        >"$data.log" 2>&1 &
+      URL_TEMPLATE="ws://127.0.0.1:$port/d/{doc}/ws/{doc}" ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start; log:" >&2; cat "$data.log" >&2; return 1
+}
+
+scenario_args() {
+  case $1 in
+    fanout) echo "-c 1010 -d 1 -w 10 -r 20" ;;
+    overload100) echo "-c 1010 -d 1 -w 10 -r 100" ;;
+    overload500) echo "-c 1010 -d 1 -w 10 -r 500" ;;
+    overload1000) echo "-c 1010 -d 1 -w 10 -r 1000" ;;
+    manydocs) echo "-c 10000 -d 1000 -w 1000 -r 1" ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+: > "$out"
+for scenario in $scenarios; do
+  for server in $servers; do
+    if [ "$server" = y-sweet ] && [ ! -x "$peers_dir/y-sweet/bin/y-sweet" ]; then continue; fi
+    data=$(mktemp -d)
+    port=$(free_port)
+    start_server "$server" "$port" "$data"
+    # shellcheck disable=SC2046
+    taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") \
+      --duration "$duration" --warmup 3 --drain 3 --pid "$SERVER_PID" --json \
+      --label "$scenario/$server" | tee -a "$out"
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$data" "$data.log"
+  done
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = ["latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "undelivered_pct",
+        "delivered_per_s", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
+        "loadgen_cpu_cores", "connect_ms_p99", "disconnects"]
+by = {}
+for r in runs:
+    scen, server = r["label"].split("/")
+    by.setdefault(scen, {})[server] = r
+for scen, servers in by.items():
+    print(f"\n## {scen}")
+    names = list(servers)
+    print("| figure | " + " | ".join(names) + " | " + " | ".join(f"weft/{n}" for n in names if n != "weft") + " |")
+    print("|---" * (1 + len(names) + len([n for n in names if n != "weft"])) + "|")
+    for k in keys:
+        vals = [servers[n].get(k) for n in names]
+        fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+        w = servers.get("weft", {}).get(k)
+        ratios = []
+        for n in names:
+            if n == "weft": continue
+            p = servers[n].get(k)
+            ratios.append(f"{w / p:.2f}" if isinstance(w, (int, float)) and isinstance(p, (int, float)) and p else "-")
+        print(f"| {k} | " + " | ".join(fmt(v) for v in vals) + " | " + " | ".join(ratios) + " |")
+PY
+echo "raw results: $out"

@@ -1,0 +1,440 @@
+//! `weft-load`: a load generator for any y-websocket-compatible server.
+//!
+//! Opens C connections spread over D documents; W of them are writers sending real Yjs text
+//! updates at R updates/s each, the rest only read. Each inserted text carries a marker
+//! (`~W<writer>S<seq>T<send time>~`) that readers find by scanning the raw update bytes, so they
+//! never decode documents and the generator stays cheap. Reports end-to-end delivery latency
+//! (writer send -> reader receive) percentiles, delivered updates/s, undelivered updates,
+//! connect times, disconnects, the server's CPU and RSS (from `/proc/<pid>` with `--pid`) and the
+//! generator's own CPU, as a table or `--json`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use weft_crdt::protocol;
+use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
+
+/// Load generator for y-websocket servers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weft-load", version, about)]
+struct Args {
+    /// WebSocket URL template; `{doc}` is replaced by the document name.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/{doc}")]
+    url: String,
+    /// Total connections (writers included).
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Documents the connections are spread over.
+    #[arg(long, short = 'd', default_value_t = 1)]
+    docs: usize,
+    /// Writers (each also counts as a connection).
+    #[arg(long, short = 'w', default_value_t = 10)]
+    writers: usize,
+    /// Updates per second per writer.
+    #[arg(long, short = 'r', default_value_t = 20.0)]
+    rate: f64,
+    /// Measured time, in seconds (after the warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Warm-up time before measuring, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Time to wait for late deliveries after writers stop, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+    /// Document name prefix (a random suffix keeps runs apart).
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    /// PID of the server, to sample its CPU and RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Concurrent connection attempts while connecting.
+    #[arg(long, default_value_t = 64)]
+    connect_parallelism: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A label for this run (shown in the output).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+const MARK_START: &[u8] = b"~W";
+
+/// Finds every marker in `bytes`: (writer, seq, send time in µs).
+fn markers(bytes: &[u8]) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at + 2 <= bytes.len() {
+            let pos = bytes[at..]
+                .windows(MARK_START.len())
+                .position(|w| w == MARK_START)?;
+            let start = at + pos + 2;
+            at = start;
+            if let Some(parsed) = parse_marker(&bytes[start..]) {
+                return Some(parsed);
+            }
+        }
+        None
+    })
+}
+
+/// Parses `<writer>S<seq>T<time>~`.
+fn parse_marker(rest: &[u8]) -> Option<(u32, u64, u64)> {
+    let end = rest.iter().take(48).position(|b| *b == b'~')?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let (writer, rest) = text.split_once('S')?;
+    let (seq, time) = rest.split_once('T')?;
+    Some((writer.parse().ok()?, seq.parse().ok()?, time.parse().ok()?))
+}
+
+/// What all tasks share.
+struct Shared {
+    args: Args,
+    /// The measurement window, in µs since the generator's epoch (set once all are connected).
+    measure_from: AtomicU64,
+    measure_to: AtomicU64,
+    stop_writing: AtomicBool,
+    stop_reading: AtomicBool,
+    /// Updates sent inside the window, per document.
+    sent_in_window: Vec<AtomicU64>,
+    /// Readers per document.
+    readers_per_doc: Vec<AtomicU64>,
+    latencies: Mutex<Vec<u32>>,
+    delivered: AtomicU64,
+    disconnects: AtomicU64,
+    connect_errors: AtomicU64,
+    connect_us: Mutex<Vec<u32>>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(shared: &Shared, doc: usize, run_id: &str) -> Option<Ws> {
+    let name = format!("{}-{run_id}-{doc}", shared.args.prefix);
+    let url = shared.args.url.replace("{doc}", &name);
+    let started = Instant::now();
+    for attempt in 0..5 {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => {
+                shared
+                    .connect_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(started.elapsed().as_micros() as u32);
+                return Some(ws);
+            }
+            Err(_) if attempt < 4 => {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await
+            }
+            Err(_) => {}
+        }
+    }
+    shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+async fn reader(shared: Arc<Shared>, mut ws: Ws) {
+    let mut latencies = Vec::with_capacity(4096);
+    let mut delivered = 0u64;
+    let _ = ws
+        .send(Message::Binary(
+            protocol::encode_sync_step1(&StateVector::default()).into(),
+        ))
+        .await;
+    loop {
+        if shared.stop_reading.load(Ordering::Relaxed) {
+            break;
+        }
+        let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+        let frame = match next {
+            Err(_) => continue,
+            Ok(Some(Ok(Message::Binary(frame)))) => frame,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                if !shared.stop_reading.load(Ordering::Relaxed) {
+                    shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+        };
+        match frame.first() {
+            Some(0) if frame.get(1) == Some(&0) => {
+                // The server's SyncStep1: a reader has nothing to add.
+                let empty = yrs::Doc::new()
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                let _ = ws
+                    .send(Message::Binary(protocol::encode_sync_step2(&empty).into()))
+                    .await;
+            }
+            Some(0) => {
+                let now = now_us();
+                for (_, _, sent) in markers(&frame) {
+                    if in_window(&shared, sent) {
+                        latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                        delivered += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+    shared
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(latencies);
+}
+
+async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
+    let ydoc = yrs::Doc::new();
+    let text = ydoc.get_or_insert_text("text");
+    let sv = ydoc.transact().state_vector();
+    let _ = ws
+        .send(Message::Binary(protocol::encode_sync_step1(&sv).into()))
+        .await;
+    let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut seq = 0u64;
+    let (mut sink, mut stream) = ws.split();
+    // Drain whatever the server sends (its SyncStep1 gets an answer; updates are ignored).
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let drain = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            while let Some(message) = stream.next().await {
+                match message {
+                    Ok(Message::Binary(frame)) if frame.starts_with(&[0, 0]) => answer.notify_one(),
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    _ => {}
+                }
+            }
+            if !shared.stop_reading.load(Ordering::Relaxed) {
+                shared.disconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    while !shared.stop_writing.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        let sent_at = now_us();
+        let marker = format!("~W{writer_id}S{seq}T{sent_at}~");
+        seq += 1;
+        let update = {
+            let mut txn = ydoc.transact_mut();
+            let before = txn.state_vector();
+            let len = text.get_string(&txn).len() as u32;
+            // Keep documents small: replace the previous marker once the text grows.
+            if len > 2048 {
+                text.remove_range(&mut txn, 0, len);
+                text.insert(&mut txn, 0, &marker);
+            } else {
+                text.insert(&mut txn, len, &marker);
+            }
+            txn.encode_state_as_update_v1(&before)
+        };
+        if sink
+            .send(Message::Binary(protocol::encode_update(&update).into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if in_window(&shared, sent_at) {
+            shared.sent_in_window[doc].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = sink.close().await;
+    drain.abort();
+}
+
+fn in_window(shared: &Shared, at: u64) -> bool {
+    at >= shared.measure_from.load(Ordering::Relaxed)
+        && at < shared.measure_to.load(Ordering::Relaxed)
+}
+
+/// `utime + stime` of a process, in seconds, and its RSS in KiB.
+fn proc_sample(pid: &str) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let run_id = format!("{:x}", std::process::id() ^ (now_us() as u32) ^ 0x5eed);
+    let start = now_us();
+    let docs = args.docs.max(1);
+    let shared = Arc::new(Shared {
+        measure_from: AtomicU64::new(u64::MAX),
+        measure_to: AtomicU64::new(u64::MAX),
+        stop_writing: AtomicBool::new(false),
+        stop_reading: AtomicBool::new(false),
+        sent_in_window: (0..docs).map(|_| AtomicU64::new(0)).collect(),
+        readers_per_doc: (0..docs).map(|_| AtomicU64::new(0)).collect(),
+        latencies: Mutex::new(Vec::new()),
+        delivered: AtomicU64::new(0),
+        disconnects: AtomicU64::new(0),
+        connect_errors: AtomicU64::new(0),
+        connect_us: Mutex::new(Vec::new()),
+        args: args.clone(),
+    });
+
+    // Connect every reader first, then the writers.
+    let readers = args.connections.saturating_sub(args.writers);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(args.connect_parallelism.max(1)));
+    let mut connects = Vec::new();
+    for i in 0..args.connections {
+        let shared = shared.clone();
+        let semaphore = semaphore.clone();
+        let run_id = run_id.clone();
+        let doc = if i < readers {
+            i % docs
+        } else {
+            (i - readers) % docs
+        };
+        connects.push(tokio::spawn(async move {
+            let _permit = semaphore.acquire_owned().await.ok()?;
+            connect(&shared, doc, &run_id).await.map(|ws| (i, doc, ws))
+        }));
+    }
+    let mut opened = Vec::new();
+    for c in connects {
+        if let Ok(Some(conn)) = c.await {
+            opened.push(conn);
+        }
+    }
+    let connect_secs = (now_us() - start) as f64 / 1e6;
+
+    // The measurement window starts after the warm-up, once everyone is connected.
+    let measure_from = now_us() + (args.warmup * 1e6) as u64;
+    let measure_to = measure_from + (args.duration * 1e6) as u64;
+    shared.measure_from.store(measure_from, Ordering::Relaxed);
+    shared.measure_to.store(measure_to, Ordering::Relaxed);
+    let mut tasks = Vec::new();
+    let mut writer_id = 0u32;
+    for (i, doc, ws) in opened {
+        let shared = shared.clone();
+        if i < readers {
+            shared.readers_per_doc[doc].fetch_add(1, Ordering::Relaxed);
+            tasks.push(tokio::spawn(reader(shared, ws)));
+        } else {
+            writer_id += 1;
+            tasks.push(tokio::spawn(writer(shared, writer_id, doc, ws)));
+        }
+    }
+
+    let pid = args.pid.map(|p| p.to_string());
+    tokio::time::sleep(Duration::from_micros(measure_from.saturating_sub(now_us()))).await;
+    let server_before = pid.as_deref().and_then(proc_sample);
+    let self_before = proc_sample("self");
+    let mut rss_max = server_before.map_or(0, |s| s.1);
+    while now_us() < measure_to {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some((_, rss)) = pid.as_deref().and_then(proc_sample) {
+            rss_max = rss_max.max(rss);
+        }
+    }
+    let server_after = pid.as_deref().and_then(proc_sample);
+    let self_after = proc_sample("self");
+    shared.stop_writing.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.drain)).await;
+    shared.stop_reading.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+
+    let mut latencies =
+        std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    latencies.sort_unstable();
+    let mut connect_us =
+        std::mem::take(&mut *shared.connect_us.lock().unwrap_or_else(|e| e.into_inner()));
+    connect_us.sort_unstable();
+    let expected: u64 = (0..docs)
+        .map(|d| {
+            shared.sent_in_window[d].load(Ordering::Relaxed)
+                * shared.readers_per_doc[d].load(Ordering::Relaxed)
+        })
+        .sum();
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let window = args.duration;
+    let cpu = |a: Option<(f64, u64)>, b: Option<(f64, u64)>| match (a, b) {
+        (Some(a), Some(b)) => Some((b.0 - a.0) / window),
+        _ => None,
+    };
+    let server_cpu = cpu(server_before, server_after);
+    let report = serde_json::json!({
+        "label": args.label,
+        "url": args.url,
+        "connections": args.connections,
+        "documents": docs,
+        "writers": args.writers,
+        "rate_per_writer": args.rate,
+        "duration_s": window,
+        "connect_s": connect_secs,
+        "connect_ms_p50": percentile(&connect_us, 0.5),
+        "connect_ms_p99": percentile(&connect_us, 0.99),
+        "connect_errors": shared.connect_errors.load(Ordering::Relaxed),
+        "disconnects": shared.disconnects.load(Ordering::Relaxed),
+        "expected_deliveries": expected,
+        "delivered": delivered,
+        "undelivered_pct": if expected > 0 { 100.0 * (expected.saturating_sub(delivered)) as f64 / expected as f64 } else { 0.0 },
+        "delivered_per_s": delivered as f64 / window,
+        "latency_ms_p50": percentile(&latencies, 0.5),
+        "latency_ms_p95": percentile(&latencies, 0.95),
+        "latency_ms_p99": percentile(&latencies, 0.99),
+        "latency_ms_max": latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+        "server_cpu_cores": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu.map(|c| if delivered > 0 { c * window * 1e6 / delivered as f64 } else { f64::NAN }),
+        "server_rss_mib_end": server_after.map(|s| s.1 as f64 / 1024.0),
+        "server_rss_mib_max": pid.as_ref().map(|_| rss_max as f64 / 1024.0),
+        "loadgen_cpu_cores": cpu(self_before, self_after),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        let mut rows: Vec<(&str, String)> = Vec::new();
+        if let serde_json::Value::Object(map) = &report {
+            for (k, v) in map {
+                rows.push((k.as_str(), v.to_string()));
+            }
+        }
+        for (k, v) in rows {
+            println!("{k:>28}  {v}");
+        }
+    }
+}
