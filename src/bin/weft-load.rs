@@ -151,9 +151,9 @@ async fn reader(shared: Arc<Shared>, mut ws: Ws) {
     let mut latencies = Vec::with_capacity(4096);
     let mut delivered = 0u64;
     let _ = ws
-        .send(Message::Binary(
-            protocol::encode_sync_step1(&StateVector::default()).into(),
-        ))
+        .send(Message::Binary(protocol::encode_sync_step1(
+            &StateVector::default(),
+        )))
         .await;
     loop {
         if shared.stop_reading.load(Ordering::Relaxed) {
@@ -178,7 +178,7 @@ async fn reader(shared: Arc<Shared>, mut ws: Ws) {
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
                 let _ = ws
-                    .send(Message::Binary(protocol::encode_sync_step2(&empty).into()))
+                    .send(Message::Binary(protocol::encode_sync_step2(&empty)))
                     .await;
             }
             Some(0) => {
@@ -206,7 +206,7 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
     let text = ydoc.get_or_insert_text("text");
     let sv = ydoc.transact().state_vector();
     let _ = ws
-        .send(Message::Binary(protocol::encode_sync_step1(&sv).into()))
+        .send(Message::Binary(protocol::encode_sync_step1(&sv)))
         .await;
     let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
     let mut ticker = tokio::time::interval(period);
@@ -249,7 +249,7 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
             txn.encode_state_as_update_v1(&before)
         };
         if sink
-            .send(Message::Binary(protocol::encode_update(&update).into()))
+            .send(Message::Binary(protocol::encode_update(&update)))
             .await
             .is_err()
         {
