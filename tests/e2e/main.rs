@@ -9,6 +9,7 @@ mod crash;
 mod helpers;
 mod hostile;
 mod http;
+mod load_smoke;
 mod persistence;
 mod soak;
 mod sync;
