@@ -9,12 +9,24 @@ async fn weft_load_smoke_run() {
     let url = format!("ws://{}/{{doc}}", app.addr);
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weft-load"))
         .args(["--url", &url, "-c", "12", "-d", "2", "-w", "2", "-r", "50"])
-        .args(["--duration", "2", "--warmup", "0.5", "--drain", "1", "--json"])
+        .args([
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--drain",
+            "1",
+            "--json",
+        ])
         .args(["--pid", &std::process::id().to_string()])
         .output()
         .await
         .expect("run weft-load");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     let expected = report["expected_deliveries"].as_u64().unwrap();
     assert!(expected > 100, "{report}");
