@@ -60,8 +60,7 @@ fn automerge_paper_state() -> Vec<u8> {
     let expected = trace["endContent"].as_str().unwrap_or("").chars().count();
     let txn = doc.transact();
     assert_eq!(text.get_string(&txn).chars().count(), expected);
-    let state = txn.encode_state_as_update_v1(&StateVector::default());
-    state
+    txn.encode_state_as_update_v1(&StateVector::default())
 }
 
 fn protocol_codec(c: &mut Criterion) {
