@@ -338,11 +338,17 @@ pub struct WeftProcess {
 impl WeftProcess {
     /// Starts the binary with `args` on `data_dir`; returns once it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> WeftProcess {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like [`WeftProcess::start`], with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> WeftProcess {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn,weft=info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
