@@ -38,8 +38,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn doc_name(path: &str) -> Result<DocName, ApiError> {
-    DocName::new(path).map_err(|e| ApiError::BadRequest(e.to_string()))
+/// Validates the document name of the path and checks the request may use it with `needed`.
+fn authorized_doc(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
+    needed: Permission,
+) -> Result<DocName, ApiError> {
+    let name = DocName::new(path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    auth::authorize(state.auth.as_ref(), req, Some(&name), needed)?;
+    Ok(name)
 }
 
 /// One entry of `GET /api/docs`.
@@ -81,8 +89,7 @@ async fn create(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = doc_name(&path)?;
-    auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Write)?;
+    let name = authorized_doc(&req, &path, &state, Permission::Write)?;
     let created = !state.registry.is_loaded(&name)
         && state
             .registry
@@ -104,8 +111,7 @@ async fn delete(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = doc_name(&path)?;
-    auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Write)?;
+    let name = authorized_doc(&req, &path, &state, Permission::Write)?;
     if state.registry.delete(&name).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -134,8 +140,7 @@ async fn get_update(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = doc_name(&path)?;
-    auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Read)?;
+    let name = authorized_doc(&req, &path, &state, Permission::Read)?;
     require_existing(&state, &name).await?;
     let update = state
         .registry
@@ -155,8 +160,7 @@ async fn post_update(
     body: Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = doc_name(&path)?;
-    auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Write)?;
+    let name = authorized_doc(&req, &path, &state, Permission::Write)?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "the body must be a binary Yjs update".into(),
@@ -171,8 +175,7 @@ async fn get_json(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = doc_name(&path)?;
-    auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Read)?;
+    let name = authorized_doc(&req, &path, &state, Permission::Read)?;
     require_existing(&state, &name).await?;
     let json = state.registry.read(&name, render_json).await?;
     Ok(HttpResponse::Ok().json(json))

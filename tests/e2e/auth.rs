@@ -17,36 +17,30 @@ fn auth_config(dir: &std::path::Path) -> weft_server::ServerConfig {
     config
 }
 
-fn token(doc: &str, perm: Permission, ttl: Duration) -> String {
-    let auth = Authenticator::from_config(&AuthConfig {
-        auth_secret: Some(SECRET.into()),
+/// An authenticator signing with `secret`.
+fn signer(secret: &str) -> Authenticator {
+    Authenticator::from_config(&AuthConfig {
+        auth_secret: Some(secret.into()),
         ..AuthConfig::default()
     })
     .unwrap()
-    .unwrap();
-    auth.issue(&claims_for("tester", doc, perm, ttl)).unwrap()
+    .unwrap()
+}
+
+fn token(doc: &str, perm: Permission, ttl: Duration) -> String {
+    signer(SECRET)
+        .issue(&claims_for("tester", doc, perm, ttl))
+        .unwrap()
 }
 
 fn expired(doc: &str) -> String {
-    let auth = Authenticator::from_config(&AuthConfig {
-        auth_secret: Some(SECRET.into()),
-        ..AuthConfig::default()
-    })
-    .unwrap()
-    .unwrap();
     let mut claims = claims_for("tester", doc, Permission::Write, Duration::ZERO);
     claims.exp -= 3600;
-    auth.issue(&claims).unwrap()
+    signer(SECRET).issue(&claims).unwrap()
 }
 
 fn forged(doc: &str) -> String {
-    let other = Authenticator::from_config(&AuthConfig {
-        auth_secret: Some("not-the-server-secret".into()),
-        ..AuthConfig::default()
-    })
-    .unwrap()
-    .unwrap();
-    other
+    signer("not-the-server-secret")
         .issue(&claims_for(
             "mallory",
             doc,
