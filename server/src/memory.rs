@@ -4,17 +4,22 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use weft_crdt::Registry;
 
 /// How often the task looks at the number of loaded documents.
 const PERIOD: Duration = Duration::from_secs(5);
 
-/// Starts the task on the current runtime. It trims after the loaded-document count fell.
-pub fn spawn_trimmer(registry: Registry) {
+/// Starts the task on the current runtime. It trims after the loaded-document count fell, and
+/// ends (releasing its hold on the registry and so the store) when `shutdown` turns true.
+pub fn spawn_trimmer(registry: Registry, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut last = registry.loaded_count();
         loop {
-            tokio::time::sleep(PERIOD).await;
+            tokio::select! {
+                _ = tokio::time::sleep(PERIOD) => {}
+                _ = shutdown.wait_for(|stopping| *stopping) => return,
+            }
             let now = registry.loaded_count();
             if now < last {
                 // malloc_trim walks every arena; off the async workers.

@@ -77,7 +77,6 @@ impl Application {
             tokio::runtime::Handle::current(),
             webhooks.as_ref().map(|w| w.listener()),
         );
-        crate::memory::spawn_trimmer(registry.clone());
         if auth.is_none() {
             tracing::warn!(
                 "auth is off: anyone who can reach this server can read and write every document"
@@ -92,6 +91,7 @@ impl Application {
             source,
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        crate::memory::spawn_trimmer(registry.clone(), shutdown_rx.clone());
         let workers = config.workers;
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_doc);
         let payload_limit = config.max_message_bytes;
