@@ -135,7 +135,7 @@ impl DocActor {
             Ok(stored) => self.restore(stored),
             Err(error) => {
                 tracing::error!(doc = %self.name, %error, "failed to load document");
-                self.fail(format!("failed to load: {error}")).await;
+                self.fail(format!("failed to load: {error}"));
                 return;
             }
         }
@@ -271,8 +271,7 @@ impl DocActor {
             if let Some(command) = stop {
                 refuse(command, DocError::Unloaded);
             }
-            self.fail("document reloading after a rejected update".into())
-                .await;
+            self.fail("document reloading after a rejected update".into());
             return Exit::Stop;
         }
 
@@ -287,16 +286,12 @@ impl DocActor {
                 if deleted.is_ok() {
                     tracing::info!(doc = %self.name, "document deleted");
                 }
-                self.close_all(CloseReason::Deleted);
-                self.deregister();
-                self.drain_mailbox();
+                self.stop(CloseReason::Deleted, || DocError::Unloaded);
                 let _ = reply.send(deleted);
                 return Exit::Stop;
             }
             Some(DocCommand::Shutdown { reply }) => {
-                self.close_all(CloseReason::ShuttingDown);
-                self.deregister();
-                self.drain_mailbox();
+                self.stop(CloseReason::ShuttingDown, || DocError::Unloaded);
                 let _ = reply.send(Ok(()));
                 return Exit::Stop;
             }
@@ -555,7 +550,7 @@ impl DocActor {
                 for reply in out.api_replies.drain(..) {
                     let _ = reply.send(Err(DocError::Unavailable(error.to_string())));
                 }
-                self.fail(format!("storage failed: {error}")).await;
+                self.fail(format!("storage failed: {error}"));
                 false
             }
         }
@@ -680,40 +675,34 @@ impl DocActor {
                 tracing::warn!(doc = %self.name, %error, "compaction before unload failed");
             }
         }
-        self.deregister();
-        self.drain_mailbox();
+        // No session is connected, so nobody is closed.
+        self.stop(CloseReason::ShuttingDown, || DocError::Unloaded);
         tracing::debug!(doc = %self.name, "document unloaded");
         true
     }
 
-    fn deregister(&self) {
+    /// Ends the actor: closes every session for `reason`, leaves the registry, then closes the
+    /// mailbox and answers whatever is still in it with `refusal()` (callers retry on
+    /// [`DocError::Unloaded`]).
+    fn stop(&mut self, reason: CloseReason, refusal: impl Fn() -> DocError) {
+        for (_, session) in self.sessions.drain() {
+            let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
+        }
         if let Some(registry) = self.registry.upgrade() {
             registry.remove(&self.name, self.generation);
         }
-    }
-
-    /// After deregistering: close the mailbox and answer whatever is still in it.
-    fn drain_mailbox(&mut self) {
         self.mailbox.close();
         while let Ok(command) = self.mailbox.try_recv() {
-            refuse(command, DocError::Unloaded);
-        }
-    }
-
-    fn close_all(&mut self, reason: CloseReason) {
-        for (_, session) in self.sessions.drain() {
-            let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
+            refuse(command, refusal());
         }
     }
 
     /// Stops the actor after an error: every session is closed and callers are told.
-    async fn fail(&mut self, reason: String) {
-        self.close_all(CloseReason::Unavailable(reason.clone()));
-        self.deregister();
-        self.mailbox.close();
-        while let Ok(command) = self.mailbox.try_recv() {
-            refuse(command, DocError::Unavailable(reason.clone()));
-        }
+    fn fail(&mut self, reason: String) {
+        let refusal = reason.clone();
+        self.stop(CloseReason::Unavailable(reason), || {
+            DocError::Unavailable(refusal.clone())
+        });
     }
 }
 
