@@ -53,6 +53,8 @@ struct Outgoing {
     everyone: Vec<Bytes>,
     /// Accepted updates, to store and then broadcast as one merged frame.
     updates: Vec<Bytes>,
+    /// Total bytes of `updates`.
+    update_bytes: u64,
     /// Sessions whose updates are in `updates` (they already have them).
     update_sources: HashSet<ConnId>,
     /// API callers to answer once the updates are durable.
@@ -338,8 +340,7 @@ impl DocActor {
                     }
                     continue;
                 }
-                let queued: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
-                if stored + queued + incoming.bytes.len() as u64 > max_doc_bytes {
+                if stored + out.update_bytes + incoming.bytes.len() as u64 > max_doc_bytes {
                     let reason = format!("document would exceed the {max_doc_bytes} byte limit");
                     tracing::warn!(doc = %name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
                     match origin {
@@ -370,10 +371,12 @@ impl DocActor {
                 };
                 match (error, origin) {
                     (None, UpdateOrigin::Session(conn)) => {
+                        out.update_bytes += bytes.len() as u64;
                         out.updates.push(bytes);
                         out.update_sources.insert(conn);
                     }
                     (None, UpdateOrigin::Api(reply)) => {
+                        out.update_bytes += bytes.len() as u64;
                         out.updates.push(bytes);
                         out.api_replies.push(reply);
                     }
@@ -524,7 +527,7 @@ impl DocActor {
             return true;
         }
         let count = out.updates.len() as u64;
-        let bytes: u64 = out.updates.iter().map(|u| u.len() as u64).sum();
+        let bytes = out.update_bytes;
         let started = Instant::now();
         match self
             .store
@@ -565,13 +568,14 @@ impl DocActor {
             update_sources,
             api_replies,
             closes,
+            update_bytes: _,
             poisoned: _,
         } = out;
-        let mut dead = Vec::new();
+        let mut dead: Vec<(ConnId, Undeliverable)> = Vec::new();
         for (conn, frame) in direct {
             if let Some(session) = self.sessions.get(&conn) {
-                if !try_deliver(&session.outbound, frame) {
-                    dead.push(conn);
+                if let Err(why) = try_deliver(&session.outbound, frame) {
+                    dead.push((conn, why));
                 }
             }
         }
@@ -587,16 +591,13 @@ impl DocActor {
             metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
         }
         for (conn, session) in &self.sessions {
-            let mut ok = everyone
+            let update = update_frame.as_ref().filter(|_| skip != Some(*conn));
+            let delivered = everyone
                 .iter()
-                .all(|frame| try_deliver(&session.outbound, frame.clone()));
-            if let Some(frame) = &update_frame {
-                if ok && skip != Some(*conn) {
-                    ok = try_deliver(&session.outbound, frame.clone());
-                }
-            }
-            if !ok {
-                dead.push(*conn);
+                .chain(update)
+                .try_for_each(|frame| try_deliver(&session.outbound, frame.clone()));
+            if let Err(why) = delivered {
+                dead.push((*conn, why));
             }
         }
         for reply in api_replies {
@@ -606,20 +607,18 @@ impl DocActor {
             if let Some(session) = self.sessions.get(&conn) {
                 let _ = session.outbound.try_send(Outbound::Close(reason));
             }
-            dead.push(conn);
+            dead.push((conn, Undeliverable::Gone));
         }
         if dead.is_empty() {
             return;
         }
         // Removing a session broadcasts its awareness removal, which may overflow another queue.
         let mut removals = Outgoing::default();
-        for conn in dead {
-            if let Some(session) = self.sessions.get(&conn) {
-                if session.outbound.capacity() == 0 && !session.outbound.is_closed() {
-                    metrics::counter!("weft_slow_client_disconnects_total").increment(1);
-                    tracing::warn!(doc = %self.name, %conn, queue = self.config.outbound_queue,
-                        "client too slow: outgoing queue full, disconnecting it");
-                }
+        for (conn, why) in dead {
+            if why == Undeliverable::TooSlow && self.sessions.contains_key(&conn) {
+                metrics::counter!("weft_slow_client_disconnects_total").increment(1);
+                tracing::warn!(doc = %self.name, %conn, queue = self.config.outbound_queue,
+                    "client too slow: outgoing queue full, disconnecting it");
             }
             self.remove_session(conn, &mut removals);
         }
@@ -706,13 +705,23 @@ impl DocActor {
     }
 }
 
-/// Queues a frame without waiting; false if the session is gone or too slow.
-fn try_deliver(outbound: &mpsc::Sender<Outbound>, frame: Bytes) -> bool {
-    match outbound.try_send(Outbound::Frame(frame)) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => false,
-        Err(TrySendError::Closed(_)) => false,
-    }
+/// Why a frame could not be queued for a session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undeliverable {
+    /// The session is gone.
+    Gone,
+    /// Its queue is full: the client is too slow.
+    TooSlow,
+}
+
+/// Queues a frame without waiting.
+fn try_deliver(outbound: &mpsc::Sender<Outbound>, frame: Bytes) -> Result<(), Undeliverable> {
+    outbound
+        .try_send(Outbound::Frame(frame))
+        .map_err(|error| match error {
+            TrySendError::Full(_) => Undeliverable::TooSlow,
+            TrySendError::Closed(_) => Undeliverable::Gone,
+        })
 }
 
 /// Answers a command the actor will not carry out.
