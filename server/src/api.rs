@@ -63,8 +63,7 @@ struct DocListing {
 }
 
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    auth::authorize(state.auth.as_ref(), &req, None, Permission::Read)?;
-    let claims = auth::token_of(&req).and_then(|t| state.auth.as_ref()?.verify(&t).ok());
+    let access = auth::authorize(state.auth.as_ref(), &req, None, Permission::Read)?;
     let docs = state
         .registry
         .store()
@@ -73,7 +72,7 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let listing: Vec<DocListing> = docs
         .into_iter()
-        .filter(|d| claims.as_ref().is_none_or(|c| c.covers(&d.name)))
+        .filter(|d| access.covers(&d.name))
         .map(|d| DocListing {
             loaded: DocName::new(&d.name).is_ok_and(|n| state.registry.is_loaded(&n)),
             name: d.name,

@@ -247,6 +247,15 @@ pub struct Access {
     pub sub: String,
     /// What they may do with the document.
     pub permission: Permission,
+    /// The verified token's claims (`None` when auth is off).
+    pub claims: Option<Claims>,
+}
+
+impl Access {
+    /// Whether this caller may see document `name` (always, when auth is off).
+    pub fn covers(&self, name: &str) -> bool {
+        self.claims.as_ref().is_none_or(|c| c.covers(name))
+    }
 }
 
 /// Decides whether the request may use document `name` with at least `needed`.
@@ -261,6 +270,7 @@ pub fn authorize(
         return Ok(Access {
             sub: "anonymous".into(),
             permission: Permission::Write,
+            claims: None,
         });
     };
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -288,8 +298,9 @@ pub fn authorize(
         return refuse(ApiError::Forbidden("token is read-only".into()));
     }
     Ok(Access {
-        sub: claims.sub,
+        sub: claims.sub.clone(),
         permission: claims.perm,
+        claims: Some(claims),
     })
 }
 
