@@ -31,7 +31,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// sled-backed [`DocStore`].
 pub struct SledStore {
-    db: sled::Db,
     docs: sled::Tree,
     meta: sled::Tree,
     writer: std_mpsc::Sender<WriteJob>,
@@ -80,7 +79,7 @@ impl SledStore {
         let meta = db.open_tree("meta")?;
         let (writer, jobs) = std_mpsc::channel();
         let worker = Writer {
-            db: db.clone(),
+            db,
             docs: docs.clone(),
             meta: meta.clone(),
         };
@@ -88,12 +87,7 @@ impl SledStore {
             .name("weft-sled-writer".into())
             .spawn(move || worker.run(jobs))
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(SledStore {
-            db,
-            docs,
-            meta,
-            writer,
-        })
+        Ok(SledStore { docs, meta, writer })
     }
 
     async fn write(&self, op: WriteOp) -> Result<bool, StoreError> {
@@ -114,11 +108,6 @@ impl SledStore {
         tokio::task::spawn_blocking(move || f(&docs, &meta))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// Size of the database on disk, in bytes.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
     }
 }
 
