@@ -7,6 +7,10 @@
 //! sees state the store does not hold, and a burst of N updates costs one write and one frame per
 //! session instead of N.
 //!
+//! In a cluster the actor also subscribes to the document's fan-out before loading, publishes
+//! what its own sessions changed (after it is durable) and applies what other nodes publish
+//! without storing or re-publishing it: the origin node already did both.
+//!
 //! Each session has a bounded outgoing queue. A session whose queue is full is disconnected (its
 //! client reconnects and resyncs); the actor never waits for a slow client and never drops a frame
 //! silently.
@@ -24,6 +28,7 @@ use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 
 use crate::command::{CloseReason, ConnId, DocCommand, DocError, Outbound};
 use crate::config::DocConfig;
+use crate::fanout::{Fanout, NodeId, RemoteMessage};
 use crate::name::DocName;
 use crate::protocol::{self, ClientMessage, IncomingUpdate};
 use crate::recovery;
@@ -42,6 +47,8 @@ struct SessionEntry {
 enum UpdateOrigin {
     Session(ConnId),
     Api(tokio::sync::oneshot::Sender<Result<(), DocError>>),
+    /// Another node; already stored and published there.
+    Remote,
 }
 
 /// Everything a batch produced, held back until the batch's updates are durable.
@@ -55,6 +62,12 @@ struct Outgoing {
     updates: Vec<Bytes>,
     /// Total bytes of `updates`.
     update_bytes: u64,
+    /// Updates from other nodes: broadcast to local sessions, neither stored nor published.
+    remote_updates: Vec<Bytes>,
+    /// Awareness frames from local sessions, for the other nodes.
+    publish: Vec<Bytes>,
+    /// The fan-out may have missed messages: re-read the store after this batch.
+    resync: bool,
     /// Sessions whose updates are in `updates` (they already have them).
     update_sources: HashSet<ConnId>,
     /// API callers to answer once the updates are durable.
@@ -84,6 +97,13 @@ pub(crate) struct DocActor {
     mailbox: mpsc::Receiver<DocCommand>,
     /// Told after each durable append (webhooks).
     on_change: Option<ChangeListener>,
+    /// Relays changes to and from the other nodes of a cluster.
+    fanout: Arc<dyn Fanout>,
+    /// This actor's own mailbox, for the fan-out subscription (weak: it must not keep the
+    /// mailbox open).
+    own_mailbox: mpsc::WeakSender<DocCommand>,
+    /// Awareness client ids announced through other nodes, by node.
+    remote_clients: HashMap<NodeId, HashSet<ClientID>>,
     /// Sequence number of the next log append.
     next_seq: u64,
     /// Updates and bytes in the log since the last snapshot.
@@ -103,7 +123,9 @@ impl DocActor {
         config: Arc<DocConfig>,
         registry: Weak<RegistryInner>,
         mailbox: mpsc::Receiver<DocCommand>,
+        own_mailbox: mpsc::WeakSender<DocCommand>,
         on_change: Option<ChangeListener>,
+        fanout: Arc<dyn Fanout>,
     ) -> Self {
         DocActor {
             name,
@@ -115,6 +137,9 @@ impl DocActor {
             registry,
             mailbox,
             on_change,
+            fanout,
+            own_mailbox,
+            remote_clients: HashMap::new(),
             next_seq: 0,
             log_updates: 0,
             log_bytes: 0,
@@ -133,6 +158,20 @@ impl DocActor {
 
     async fn serve(mut self) {
         let started = Instant::now();
+        let shared = self.fanout.is_shared();
+        if shared {
+            // Subscribe first: whatever another node publishes from now on reaches us, and
+            // whatever it published before is already in the store we are about to read.
+            let subscribed = self
+                .fanout
+                .subscribe(&self.name, self.generation, self.own_mailbox.clone())
+                .await;
+            if let Err(error) = subscribed {
+                tracing::error!(doc = %self.name, %error, "failed to subscribe to the cluster fan-out");
+                self.fail(format!("cluster fan-out unavailable: {error}"));
+                return;
+            }
+        }
         match self.store.load(&self.name).await {
             Ok(stored) => self.restore(stored),
             Err(error) => {
@@ -143,6 +182,13 @@ impl DocActor {
         }
         tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             log_updates = self.log_updates, "document loaded");
+        if shared {
+            // Nodes that have the document loaded answer with their clients' presence.
+            self.fanout.publish(
+                &self.name,
+                RemoteMessage::Protocol(protocol::encode_query_awareness()),
+            );
+        }
 
         loop {
             let idle_deadline = self.idle_deadline();
@@ -249,9 +295,35 @@ impl DocActor {
                             .map_err(|_| DocError::Unavailable("read panicked".into()));
                         let _ = reply.send(result);
                     }
-                    command @ (DocCommand::Delete { .. } | DocCommand::Shutdown { .. }) => {
+                    command @ (DocCommand::Delete { .. }
+                    | DocCommand::Shutdown { .. }
+                    | DocCommand::Remote {
+                        message: RemoteMessage::Deleted,
+                        ..
+                    }) => {
                         stop = Some(command);
                     }
+                    DocCommand::Remote {
+                        from,
+                        message: RemoteMessage::Protocol(frame),
+                    } => match protocol::decode_client_message(frame) {
+                        Ok(ClientMessage::Update(update)) => {
+                            pending_updates.push((update, UpdateOrigin::Remote))
+                        }
+                        Ok(message) => {
+                            self.apply_pending(&mut pending_updates, &mut out);
+                            self.handle_remote_message(from, message, &mut out);
+                        }
+                        Err(error) => {
+                            tracing::warn!(doc = %self.name, node = %from, %error,
+                                "ignoring a malformed message from another node");
+                        }
+                    },
+                    DocCommand::NodeGone { node } => {
+                        self.apply_pending(&mut pending_updates, &mut out);
+                        self.forget_node(node, &mut out);
+                    }
+                    DocCommand::Resync => out.resync = true,
                 }
             }
             self.apply_pending(&mut pending_updates, &mut out);
@@ -280,13 +352,20 @@ impl DocActor {
         if !self.persist(&mut out).await {
             return Exit::Stop;
         }
+        let resync = out.resync;
         self.deliver(out);
+        if resync {
+            self.resync().await;
+        }
 
         match stop {
             Some(DocCommand::Delete { reply }) => {
                 let deleted = self.store.delete(&self.name).await.map_err(DocError::from);
                 if deleted.is_ok() {
                     tracing::info!(doc = %self.name, "document deleted");
+                    if self.fanout.is_shared() {
+                        self.fanout.publish(&self.name, RemoteMessage::Deleted);
+                    }
                 }
                 self.stop(CloseReason::Deleted, || DocError::Unloaded);
                 let _ = reply.send(deleted);
@@ -295,6 +374,11 @@ impl DocActor {
             Some(DocCommand::Shutdown { reply }) => {
                 self.stop(CloseReason::ShuttingDown, || DocError::Unloaded);
                 let _ = reply.send(Ok(()));
+                return Exit::Stop;
+            }
+            Some(DocCommand::Remote { from, .. }) => {
+                tracing::info!(doc = %self.name, node = %from, "document deleted on another node");
+                self.stop(CloseReason::Deleted, || DocError::Unloaded);
                 return Exit::Stop;
             }
             _ => {}
@@ -340,7 +424,9 @@ impl DocActor {
                     }
                     continue;
                 }
-                if stored + out.update_bytes + incoming.bytes.len() as u64 > max_doc_bytes {
+                let remote = matches!(origin, UpdateOrigin::Remote);
+                if !remote && stored + out.update_bytes + incoming.bytes.len() as u64 > max_doc_bytes
+                {
                     let reason = format!("document would exceed the {max_doc_bytes} byte limit");
                     tracing::warn!(doc = %name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
                     match origin {
@@ -350,6 +436,7 @@ impl DocActor {
                         UpdateOrigin::Api(reply) => {
                             let _ = reply.send(Err(DocError::Refused(reason)));
                         }
+                        UpdateOrigin::Remote => {}
                     }
                     continue;
                 }
@@ -379,6 +466,10 @@ impl DocActor {
                         out.update_bytes += bytes.len() as u64;
                         out.updates.push(bytes);
                         out.api_replies.push(reply);
+                    }
+                    (None, UpdateOrigin::Remote) => out.remote_updates.push(bytes),
+                    (Some(reason), UpdateOrigin::Remote) => {
+                        tracing::warn!(doc = %name, %reason, "update from another node not applied");
                     }
                     (Some(reason), UpdateOrigin::Session(conn)) => {
                         tracing::warn!(doc = %name, %conn, %reason, "closing connection");
@@ -441,7 +532,7 @@ impl DocActor {
                     .push((conn, protocol::encode_sync_step2(&update)));
             }
             ClientMessage::Awareness { update, frame } => {
-                self.apply_awareness(conn, update, frame, out);
+                self.apply_awareness(AwarenessSource::Session(conn), update, frame, out);
             }
             ClientMessage::QueryAwareness => {
                 if let Some(frame) = self.encode_all_awareness() {
@@ -464,7 +555,7 @@ impl DocActor {
 
     fn apply_awareness(
         &mut self,
-        conn: ConnId,
+        source: AwarenessSource,
         update: AwarenessUpdate,
         frame: Bytes,
         out: &mut Outgoing,
@@ -476,24 +567,69 @@ impl DocActor {
             .collect();
         match self.awareness.apply_update_summary(update) {
             Ok(Some(_)) => {
-                if let Some(session) = self.sessions.get_mut(&conn) {
+                let clients = match source {
+                    AwarenessSource::Session(conn) => {
+                        self.sessions.get_mut(&conn).map(|s| &mut s.awareness_clients)
+                    }
+                    AwarenessSource::Node(node) => Some(self.remote_clients.entry(node).or_default()),
+                };
+                if let Some(clients) = clients {
                     for (id, present) in announced {
                         if present {
-                            session.awareness_clients.insert(id);
+                            clients.insert(id);
                         } else {
-                            session.awareness_clients.remove(&id);
+                            clients.remove(&id);
                         }
                     }
+                }
+                if matches!(source, AwarenessSource::Session(_)) && self.fanout.is_shared() {
+                    out.publish.push(frame.clone());
                 }
                 // Relayed to everyone, the sender included: y-websocket clients count it as a
                 // sign of life, as the reference server does.
                 out.everyone.push(frame);
             }
             Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(doc = %self.name, %conn, %error, "awareness update rejected");
-                out.closes
-                    .push((conn, CloseReason::BadMessage(error.to_string())));
+            Err(error) => match source {
+                AwarenessSource::Session(conn) => {
+                    tracing::warn!(doc = %self.name, %conn, %error, "awareness update rejected");
+                    out.closes
+                        .push((conn, CloseReason::BadMessage(error.to_string())));
+                }
+                AwarenessSource::Node(node) => {
+                    tracing::warn!(doc = %self.name, %node, %error,
+                        "awareness update from another node rejected");
+                }
+            },
+        }
+    }
+
+    /// Handles a message another node relayed (updates are batched by the caller).
+    fn handle_remote_message(&mut self, from: NodeId, message: ClientMessage, out: &mut Outgoing) {
+        match message {
+            ClientMessage::Awareness { update, frame } => {
+                self.apply_awareness(AwarenessSource::Node(from), update, frame, out);
+            }
+            ClientMessage::QueryAwareness => {
+                // A node just loaded the document: tell it who is here.
+                let local: Vec<ClientID> = self
+                    .sessions
+                    .values()
+                    .flat_map(|s| s.awareness_clients.iter().copied())
+                    .collect();
+                if local.is_empty() {
+                    return;
+                }
+                match self.awareness.update_with_clients(local) {
+                    Ok(update) => out.publish.push(protocol::encode_awareness(&update)),
+                    Err(error) => {
+                        tracing::warn!(doc = %self.name, %error, "could not encode awareness")
+                    }
+                }
+            }
+            other => {
+                tracing::debug!(doc = %self.name, node = %from, message = ?std::mem::discriminant(&other),
+                    "ignoring a message from another node");
             }
         }
     }
@@ -507,16 +643,66 @@ impl DocActor {
             self.idle_since = Some(Instant::now());
         }
         let gone: Vec<ClientID> = session.awareness_clients.into_iter().collect();
-        if gone.is_empty() {
+        if let Some(frame) = self.remove_awareness_states(gone) {
+            if self.fanout.is_shared() {
+                out.publish.push(frame.clone());
+            }
+            out.everyone.push(frame);
+        }
+    }
+
+    /// Another node left: its clients' presence goes (local sessions are told; nobody else
+    /// needs to be, every node notices by itself).
+    fn forget_node(&mut self, node: NodeId, out: &mut Outgoing) {
+        let Some(gone) = self.remote_clients.remove(&node) else {
             return;
+        };
+        if let Some(frame) = self.remove_awareness_states(gone.into_iter().collect()) {
+            out.everyone.push(frame);
+        }
+    }
+
+    /// Removes awareness states and encodes the removal, if there was anything to remove.
+    fn remove_awareness_states(&mut self, gone: Vec<ClientID>) -> Option<Bytes> {
+        if gone.is_empty() {
+            return None;
         }
         for id in &gone {
             self.awareness.remove_state(*id);
         }
         match self.awareness.update_with_clients(gone) {
-            Ok(update) => out.everyone.push(protocol::encode_awareness(&update)),
-            Err(error) => tracing::warn!(doc = %self.name, %error, "could not encode removal"),
+            Ok(update) => Some(protocol::encode_awareness(&update)),
+            Err(error) => {
+                tracing::warn!(doc = %self.name, %error, "could not encode removal");
+                None
+            }
         }
+    }
+
+    /// Re-reads the shared store and merges it in, sending local sessions what they lacked.
+    /// Used after the fan-out lost its connection and may have missed other nodes' updates.
+    async fn resync(&mut self) {
+        let stored = match self.store.load(&self.name).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(doc = %self.name, %error, "resync could not read the store");
+                return;
+            }
+        };
+        let before = self.awareness.doc().transact().state_vector();
+        for damage in recovery::rebuild_into(self.awareness.doc(), &stored) {
+            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
+                "stored record is damaged; skipped");
+        }
+        if self.awareness.doc().transact().state_vector() == before {
+            return;
+        }
+        tracing::info!(doc = %self.name, "resync found updates this node had missed");
+        let missed = Outgoing {
+            remote_updates: vec![Bytes::from(self.encode_diff(&before))],
+            ..Outgoing::default()
+        };
+        self.deliver(missed);
     }
 
     /// Makes the batch's updates durable. On failure every session is closed (clients keep
@@ -565,11 +751,14 @@ impl DocActor {
             direct,
             everyone,
             updates,
+            remote_updates,
+            publish,
             update_sources,
             api_replies,
             closes,
             update_bytes: _,
             poisoned: _,
+            resync: _,
         } = out;
         let mut dead: Vec<(ConnId, Undeliverable)> = Vec::new();
         for (conn, frame) in direct {
@@ -579,9 +768,27 @@ impl DocActor {
                 }
             }
         }
-        let update_frame = self.merged_update_frame(&updates);
+        let local_frame = self.merged_update_frame(&updates);
+        if self.fanout.is_shared() {
+            // The updates are durable: the other nodes may have them now.
+            for frame in publish.into_iter().chain(local_frame.clone()) {
+                self.fanout
+                    .publish(&self.name, RemoteMessage::Protocol(frame));
+            }
+        }
+        // Without remote updates the frame is exactly what the batch's senders sent.
+        let update_frame_is_theirs = remote_updates.is_empty();
+        let update_frame = if update_frame_is_theirs {
+            local_frame
+        } else {
+            let all: Vec<Bytes> = updates.into_iter().chain(remote_updates).collect();
+            self.merged_update_frame(&all)
+        };
         // A session that sent every update of the batch already has them.
-        let skip = if update_sources.len() == 1 && api_replies.is_empty() {
+        let skip = if update_sources.len() == 1
+            && api_replies.is_empty()
+            && update_frame_is_theirs
+        {
             update_sources.iter().next().copied()
         } else {
             None
@@ -684,6 +891,7 @@ impl DocActor {
     /// mailbox and answers whatever is still in it with `refusal()` (callers retry on
     /// [`DocError::Unloaded`]).
     fn stop(&mut self, reason: CloseReason, refusal: impl Fn() -> DocError) {
+        self.fanout.unsubscribe(&self.name, self.generation);
         for (_, session) in self.sessions.drain() {
             let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
         }
@@ -703,6 +911,13 @@ impl DocActor {
             DocError::Unavailable(refusal.clone())
         });
     }
+}
+
+/// Where an awareness update came from.
+#[derive(Clone, Copy)]
+enum AwarenessSource {
+    Session(ConnId),
+    Node(NodeId),
 }
 
 /// Why a frame could not be queued for a session.
@@ -735,7 +950,11 @@ fn refuse(command: DocCommand, error: DocError) {
             let _ = reply.send(Err(error));
             return;
         }
-        DocCommand::Message { .. } | DocCommand::Leave { .. } => return,
+        DocCommand::Message { .. }
+        | DocCommand::Leave { .. }
+        | DocCommand::Remote { .. }
+        | DocCommand::NodeGone { .. }
+        | DocCommand::Resync => return,
     };
     let _ = reply.send(Err(error));
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::fanout::{NodeId, RemoteMessage};
 use crate::protocol::ClientMessage;
 use crate::store::StoreError;
 
@@ -55,6 +56,20 @@ pub enum DocCommand {
         /// Answered with whether anything was stored, once the actor has stopped.
         reply: oneshot::Sender<Result<bool, DocError>>,
     },
+    /// A message from another node of the cluster about this document.
+    Remote {
+        /// The node it came from.
+        from: NodeId,
+        /// What it said.
+        message: RemoteMessage,
+    },
+    /// Another node left the cluster: forget its clients' presence.
+    NodeGone {
+        /// The node that left.
+        node: NodeId,
+    },
+    /// The fan-out may have missed messages: re-read the shared store and merge it in.
+    Resync,
     /// Server shutdown: close every session and stop.
     Shutdown {
         /// Answered when the actor has stopped.

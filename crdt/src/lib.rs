@@ -9,12 +9,16 @@
 //!   batches updates, persists them (group commit) before broadcasting one merged frame.
 //! - [`registry`]: name -> actor, loading each document once and unloading idle ones.
 //! - [`recovery`]: rebuilding documents from stored records; damaged records; store checks.
-//! - [`store`]: the [`store::DocStore`] trait and the sled implementation.
+//! - [`store`]: the [`store::DocStore`] trait and its sled (default), PostgreSQL (cluster) and
+//!   in-memory implementations.
+//! - [`fanout`]: the [`fanout::Fanout`] trait relaying changes between the nodes of a cluster:
+//!   a no-op for a single node, Redis Streams for a cluster.
 //! - [`config`]: compaction thresholds, idle timeout, queue sizes.
 
 mod actor;
 pub mod command;
 pub mod config;
+pub mod fanout;
 pub mod name;
 pub mod protocol;
 pub mod recovery;
@@ -24,5 +28,5 @@ pub mod store;
 pub use command::{CloseReason, ConnId, DocError, Outbound};
 pub use config::DocConfig;
 pub use name::DocName;
-pub use registry::{DocHandle, Registry};
+pub use registry::{DocHandle, Registry, RegistryOptions};
 pub use store::{DocStore, SledStore};

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actor::DocActor;
 use crate::command::{ConnId, DocCommand, DocError, Outbound};
 use crate::config::DocConfig;
+use crate::fanout::{Fanout, LocalFanout};
 use crate::name::DocName;
 use bytes::Bytes;
 
@@ -54,6 +55,24 @@ impl DocHandle {
 /// Must be quick and must not block: it runs inside the document actor.
 pub type ChangeListener = Arc<dyn Fn(&DocName) + Send + Sync>;
 
+/// Optional parts of a [`Registry`]: who hears of changes, and how nodes share documents.
+#[derive(Clone)]
+pub struct RegistryOptions {
+    /// Told of every durable change (webhooks).
+    pub on_change: Option<ChangeListener>,
+    /// Relays changes between the nodes of a cluster; [`LocalFanout`] for a single node.
+    pub fanout: Arc<dyn Fanout>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            on_change: None,
+            fanout: Arc::new(LocalFanout::new()),
+        }
+    }
+}
+
 /// Shared state of a [`Registry`].
 pub(crate) struct RegistryInner {
     docs: Mutex<HashMap<DocName, DocHandle>>,
@@ -62,7 +81,7 @@ pub(crate) struct RegistryInner {
     runtime: Handle,
     next_generation: AtomicU64,
     stopping: AtomicBool,
-    on_change: Option<ChangeListener>,
+    options: RegistryOptions,
 }
 
 impl RegistryInner {
@@ -84,15 +103,15 @@ pub struct Registry {
 impl Registry {
     /// Creates a registry whose actors run on `runtime` and persist to `store`.
     pub fn new(store: Arc<dyn DocStore>, config: DocConfig, runtime: Handle) -> Self {
-        Self::with_listener(store, config, runtime, None)
+        Self::with_options(store, config, runtime, RegistryOptions::default())
     }
 
-    /// Like [`Registry::new`], with a listener told of every durable change.
-    pub fn with_listener(
+    /// Like [`Registry::new`], with a change listener and/or a cluster fan-out.
+    pub fn with_options(
         store: Arc<dyn DocStore>,
         config: DocConfig,
         runtime: Handle,
-        on_change: Option<ChangeListener>,
+        options: RegistryOptions,
     ) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
@@ -102,7 +121,7 @@ impl Registry {
                 runtime,
                 next_generation: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
-                on_change,
+                options,
             }),
         }
     }
@@ -155,7 +174,9 @@ impl Registry {
             self.inner.config.clone(),
             Arc::downgrade(&self.inner),
             inbox,
-            self.inner.on_change.clone(),
+            handle.mailbox.downgrade(),
+            self.inner.options.on_change.clone(),
+            self.inner.options.fanout.clone(),
         );
         self.inner.runtime.spawn(actor.run());
         Ok(handle)
@@ -270,5 +291,6 @@ impl Registry {
         if let Err(error) = self.inner.store.flush().await {
             tracing::error!(%error, "final store flush failed");
         }
+        self.inner.options.fanout.leave().await;
     }
 }

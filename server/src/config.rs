@@ -30,6 +30,32 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_CACHE_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub cache_bytes: u64,
 
+    /// Where documents are stored: `sled` (the embedded database in --data-dir) or a
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`) shared by a cluster's nodes.
+    #[arg(long, env = "WEFT_STORE", default_value = "sled")]
+    pub store: String,
+
+    /// Connections this node opens to PostgreSQL at most.
+    #[arg(long, env = "WEFT_POSTGRES_POOL", default_value_t = 16)]
+    pub postgres_pool: usize,
+
+    /// Redis URL (`redis://host:port`) through which the nodes of a cluster relay edits and
+    /// presence. Unset: a single node. Requires a PostgreSQL store.
+    #[arg(long, env = "WEFT_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key Weft uses (lets several clusters share one Redis).
+    #[arg(long, env = "WEFT_REDIS_PREFIX", default_value = "weft:")]
+    pub redis_prefix: String,
+
+    /// Entries kept in each document's Redis stream (approximately).
+    #[arg(long, env = "WEFT_REDIS_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub redis_stream_maxlen: usize,
+
+    /// A document's Redis stream expires this long after its last entry.
+    #[arg(long, env = "WEFT_REDIS_STREAM_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub redis_stream_ttl: Duration,
+
     /// Largest accepted WebSocket message, in bytes; larger ones close the connection (1009).
     #[arg(long, env = "WEFT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,

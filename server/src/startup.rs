@@ -7,7 +7,9 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{guard, middleware, web, App, HttpServer};
 use tokio::sync::watch;
-use weft_crdt::{Registry, SledStore};
+use weft_crdt::fanout::{Fanout, FanoutError, LocalFanout, RedisFanout, RedisFanoutConfig};
+use weft_crdt::store::{PostgresStore, StoreError};
+use weft_crdt::{DocStore, Registry, RegistryOptions, SledStore};
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
@@ -30,6 +32,15 @@ pub enum StartupError {
     /// The auth settings are unusable.
     #[error("auth configuration: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// PostgreSQL could not be reached or its schema set up.
+    #[error("cannot use the PostgreSQL store: {0}")]
+    Postgres(StoreError),
+    /// Redis could not be reached.
+    #[error("cannot join the cluster through Redis: {0}")]
+    Redis(FanoutError),
+    /// The settings contradict each other.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The store could not be opened.
     #[error("cannot open the store in {dir}: {source}")]
     Store {
@@ -57,25 +68,70 @@ fn is_websocket_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Opens the store `--store` names: sled in `--data-dir`, or PostgreSQL.
+async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DocStore>, StartupError> {
+    let store = config.store.trim();
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let postgres = PostgresStore::connect(store, config.postgres_pool)
+            .await
+            .map_err(StartupError::Postgres)?;
+        tracing::info!("storing documents in PostgreSQL");
+        return Ok(Arc::new(postgres));
+    }
+    if store != "sled" {
+        return Err(StartupError::Config(format!(
+            "--store must be `sled` or a postgres:// URL, not {store:?}"
+        )));
+    }
+    let sled = SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(
+        |source| StartupError::Store {
+            dir: config.data_dir.display().to_string(),
+            source,
+        },
+    )?;
+    Ok(Arc::new(sled))
+}
+
+/// Joins the cluster through Redis when `--redis` is set; otherwise this node is alone.
+async fn join_cluster(config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupError> {
+    let Some(url) = &config.redis else {
+        return Ok(Arc::new(LocalFanout::new()));
+    };
+    if config.store.trim() == "sled" {
+        return Err(StartupError::Config(
+            "--redis (cluster mode) needs a store every node shares: set --store postgres://...; \
+             with sled each node would keep its own copy of every document"
+                .into(),
+        ));
+    }
+    let fanout = RedisFanout::connect(RedisFanoutConfig {
+        url: url.clone(),
+        key_prefix: config.redis_prefix.clone(),
+        stream_maxlen: config.redis_stream_maxlen,
+        stream_ttl: config.redis_stream_ttl,
+    })
+    .await
+    .map_err(StartupError::Redis)?;
+    Ok(Arc::new(fanout))
+}
+
 impl Application {
     /// Opens the store and binds the listener. Document actors run on the current tokio
     /// runtime (multi-threaded in the binary), not on the HTTP workers.
     pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
-        let store =
-            SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(|source| {
-                StartupError::Store {
-                    dir: config.data_dir.display().to_string(),
-                    source,
-                }
-            })?;
         let auth = Authenticator::from_config(&config.auth)?;
+        let store = open_store(&config).await?;
+        let fanout = join_cluster(&config).await?;
         crate::metrics::install();
         let webhooks = Webhooks::start(&config.webhook);
-        let registry = Registry::with_listener(
-            Arc::new(store),
+        let registry = Registry::with_options(
+            store,
             config.doc_config(),
             tokio::runtime::Handle::current(),
-            webhooks.as_ref().map(|w| w.listener()),
+            RegistryOptions {
+                on_change: webhooks.as_ref().map(|w| w.listener()),
+                fanout,
+            },
         );
         if auth.is_none() {
             tracing::warn!(

@@ -6,9 +6,11 @@
 //! and deletes the log entries it covers in one atomic step.
 
 mod memory;
+mod postgres;
 mod sled_store;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 use async_trait::async_trait;
@@ -65,6 +67,9 @@ pub enum StoreError {
     /// The sled database reported an error.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// PostgreSQL (or its connection pool) reported an error.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// A stored record has a layout this version cannot read.
     #[error("corrupt record for document {doc}: {reason}")]
     Corrupt {
@@ -89,6 +94,8 @@ pub trait DocStore: Send + Sync + 'static {
     async fn load(&self, name: &DocName) -> Result<StoredDoc, StoreError>;
 
     /// Appends `updates` with sequence numbers `first_seq..`; durable (flushed) on return.
+    /// A store shared by several nodes ([`PostgresStore`]) orders the log itself and ignores
+    /// `first_seq`.
     async fn append(
         &self,
         name: &DocName,
@@ -97,6 +104,9 @@ pub trait DocStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Atomically stores `snapshot` and deletes every log entry with `seq < next_seq`.
+    /// A store shared by several nodes instead folds `snapshot` together with every entry it
+    /// holds (some may come from nodes this one has not heard from yet) and deletes exactly
+    /// those entries, so nothing is ever dropped.
     async fn compact(
         &self,
         name: &DocName,
