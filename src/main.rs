@@ -103,11 +103,16 @@ async fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     telemetry::init(config.log_format);
-    let data_dir = config.data_dir.display().to_string();
+    let store = if config.store.trim() == "sled" {
+        format!("sled in {}", config.data_dir.display())
+    } else {
+        "postgresql".to_string()
+    };
+    let cluster = config.redis.is_some();
     let app = Application::build(config)
         .await
         .context("starting the server")?;
-    tracing::info!(addr = %app.addr(), data_dir = %data_dir, "weft listening on http://{}", app.addr());
+    tracing::info!(addr = %app.addr(), %store, cluster, "weft listening on http://{}", app.addr());
     app.run_until_stopped(stop_signal())
         .await
         .context("running the server")?;

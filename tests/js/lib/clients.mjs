@@ -3,9 +3,11 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 
-/** Connects a new Y.Doc to `room` on `url`; resolves once the provider reports "synced". */
-export async function connectClient (url, room, { params = {}, timeoutMs = 10000 } = {}) {
-  const doc = new Y.Doc()
+/**
+ * Connects a Y.Doc (a new one unless `doc` is given) to `room` on `url`; resolves once the
+ * provider reports "synced".
+ */
+export async function connectClient (url, room, { params = {}, timeoutMs = 10000, doc = new Y.Doc() } = {}) {
   const provider = new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, params, disableBc: true })
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
