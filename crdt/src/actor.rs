@@ -116,28 +116,25 @@ pub(crate) struct DocActor {
 }
 
 impl DocActor {
+    /// An actor for `name` (not yet loaded), serving `mailbox` on behalf of `registry`.
     pub(crate) fn new(
         name: DocName,
         generation: u64,
-        store: Arc<dyn DocStore>,
-        config: Arc<DocConfig>,
-        registry: Weak<RegistryInner>,
+        registry: &Arc<RegistryInner>,
         mailbox: mpsc::Receiver<DocCommand>,
         own_mailbox: mpsc::WeakSender<DocCommand>,
-        on_change: Option<ChangeListener>,
-        fanout: Arc<dyn Fanout>,
     ) -> Self {
         DocActor {
             name,
             generation,
             awareness: Awareness::new(Doc::new()),
             sessions: HashMap::new(),
-            store,
-            config,
-            registry,
+            store: registry.store.clone(),
+            config: registry.config.clone(),
+            registry: Arc::downgrade(registry),
             mailbox,
-            on_change,
-            fanout,
+            on_change: registry.options.on_change.clone(),
+            fanout: registry.options.fanout.clone(),
             own_mailbox,
             remote_clients: HashMap::new(),
             next_seq: 0,
@@ -425,7 +422,8 @@ impl DocActor {
                     continue;
                 }
                 let remote = matches!(origin, UpdateOrigin::Remote);
-                if !remote && stored + out.update_bytes + incoming.bytes.len() as u64 > max_doc_bytes
+                if !remote
+                    && stored + out.update_bytes + incoming.bytes.len() as u64 > max_doc_bytes
                 {
                     let reason = format!("document would exceed the {max_doc_bytes} byte limit");
                     tracing::warn!(doc = %name, update_bytes = incoming.bytes.len(), "update refused: {reason}");
@@ -568,10 +566,13 @@ impl DocActor {
         match self.awareness.apply_update_summary(update) {
             Ok(Some(_)) => {
                 let clients = match source {
-                    AwarenessSource::Session(conn) => {
-                        self.sessions.get_mut(&conn).map(|s| &mut s.awareness_clients)
+                    AwarenessSource::Session(conn) => self
+                        .sessions
+                        .get_mut(&conn)
+                        .map(|s| &mut s.awareness_clients),
+                    AwarenessSource::Node(node) => {
+                        Some(self.remote_clients.entry(node).or_default())
                     }
-                    AwarenessSource::Node(node) => Some(self.remote_clients.entry(node).or_default()),
                 };
                 if let Some(clients) = clients {
                     for (id, present) in announced {
@@ -785,9 +786,7 @@ impl DocActor {
             self.merged_update_frame(&all)
         };
         // A session that sent every update of the batch already has them.
-        let skip = if update_sources.len() == 1
-            && api_replies.is_empty()
-            && update_frame_is_theirs
+        let skip = if update_sources.len() == 1 && api_replies.is_empty() && update_frame_is_theirs
         {
             update_sources.iter().next().copied()
         } else {

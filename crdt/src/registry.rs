@@ -76,12 +76,12 @@ impl Default for RegistryOptions {
 /// Shared state of a [`Registry`].
 pub(crate) struct RegistryInner {
     docs: Mutex<HashMap<DocName, DocHandle>>,
-    store: Arc<dyn DocStore>,
-    config: Arc<DocConfig>,
+    pub(crate) store: Arc<dyn DocStore>,
+    pub(crate) config: Arc<DocConfig>,
     runtime: Handle,
     next_generation: AtomicU64,
     stopping: AtomicBool,
-    options: RegistryOptions,
+    pub(crate) options: RegistryOptions,
 }
 
 impl RegistryInner {
@@ -170,13 +170,9 @@ impl Registry {
         let actor = DocActor::new(
             name.clone(),
             generation,
-            self.inner.store.clone(),
-            self.inner.config.clone(),
-            Arc::downgrade(&self.inner),
+            &self.inner,
             inbox,
             handle.mailbox.downgrade(),
-            self.inner.options.on_change.clone(),
-            self.inner.options.fanout.clone(),
         );
         self.inner.runtime.spawn(actor.run());
         Ok(handle)

@@ -83,12 +83,13 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DocStore>, StartupE
             "--store must be `sled` or a postgres:// URL, not {store:?}"
         )));
     }
-    let sled = SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(
-        |source| StartupError::Store {
-            dir: config.data_dir.display().to_string(),
-            source,
-        },
-    )?;
+    let sled =
+        SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(|source| {
+            StartupError::Store {
+                dir: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
     Ok(Arc::new(sled))
 }
 

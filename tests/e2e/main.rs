@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod bad_input;
+mod cluster;
 mod config;
 mod corruption;
 mod crash;

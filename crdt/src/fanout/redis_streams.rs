@@ -377,7 +377,10 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
         for (name, subscription) in shared.subscriptions().iter() {
             keys.push(shared.doc_key(name));
             positions.push(subscription.position.clone());
-            generations.insert(shared.doc_key(name), (name.clone(), subscription.generation));
+            generations.insert(
+                shared.doc_key(name),
+                (name.clone(), subscription.generation),
+            );
         }
         keys.push(wake_key.clone());
         positions.push(wake_position.clone());
@@ -438,7 +441,10 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
                 shared.peers().insert(node);
                 metrics::counter!("weft_fanout_received_total").increment(1);
                 if mailbox
-                    .send(DocCommand::Remote { from: node, message })
+                    .send(DocCommand::Remote {
+                        from: node,
+                        message,
+                    })
                     .await
                     .is_err()
                 {
