@@ -342,7 +342,12 @@ impl DocActor {
             if let Some(command) = stop {
                 refuse(command, DocError::Unloaded);
             }
-            self.fail("document reloading after a rejected update".into());
+            // Whatever is still queued (a client joining right now) retries on a fresh actor,
+            // which reloads the stored state.
+            self.stop(
+                CloseReason::Unavailable("document reloading after a rejected update".into()),
+                || DocError::Unloaded,
+            );
             return Exit::Stop;
         }
 
@@ -891,11 +896,13 @@ impl DocActor {
     /// [`DocError::Unloaded`]).
     fn stop(&mut self, reason: CloseReason, refusal: impl Fn() -> DocError) {
         self.fanout.unsubscribe(&self.name, self.generation);
-        for (_, session) in self.sessions.drain() {
-            let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
-        }
+        // Leave the registry first: a client that reconnects as soon as it sees its session
+        // closed must reach a new actor, not this one's closing mailbox.
         if let Some(registry) = self.registry.upgrade() {
             registry.remove(&self.name, self.generation);
+        }
+        for (_, session) in self.sessions.drain() {
+            let _ = session.outbound.try_send(Outbound::Close(reason.clone()));
         }
         self.mailbox.close();
         while let Ok(command) = self.mailbox.try_recv() {

@@ -7,6 +7,9 @@
 //! (writer send -> reader receive) percentiles, delivered updates/s, undelivered updates,
 //! connect times, disconnects, the server's CPU and RSS (from `/proc/<pid>` with `--pid`) and the
 //! generator's own CPU, as a table or `--json`.
+//!
+//! Several `--url`s (the nodes of a cluster) spread the readers and the writers over them
+//! round-robin, so most deliveries cross nodes; several `--pid`s add up the servers' CPU and RSS.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,9 +25,10 @@ use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weft-load", version, about)]
 struct Args {
-    /// WebSocket URL template; `{doc}` is replaced by the document name.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/{doc}")]
-    url: String,
+    /// WebSocket URL template; `{doc}` is replaced by the document name. Repeat it for the
+    /// nodes of a cluster: connections are spread over them round-robin.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/{doc}")]
+    urls: Vec<String>,
     /// Total connections (writers included).
     #[arg(long, short = 'c', default_value_t = 100)]
     connections: usize,
@@ -49,9 +53,9 @@ struct Args {
     /// Document name prefix (a random suffix keeps runs apart).
     #[arg(long, default_value = "load")]
     prefix: String,
-    /// PID of the server, to sample its CPU and RSS.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// PID of the server, to sample its CPU and RSS (repeat for several nodes: summed).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
     /// Concurrent connection attempts while connecting.
     #[arg(long, default_value_t = 64)]
     connect_parallelism: usize,
@@ -123,9 +127,9 @@ struct Shared {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(shared: &Shared, doc: usize, run_id: &str) -> Option<Ws> {
+async fn connect(shared: &Shared, node: usize, doc: usize, run_id: &str) -> Option<Ws> {
     let name = format!("{}-{run_id}-{doc}", shared.args.prefix);
-    let url = shared.args.url.replace("{doc}", &name);
+    let url = shared.args.urls[node % shared.args.urls.len()].replace("{doc}", &name);
     let started = Instant::now();
     for attempt in 0..5 {
         match tokio_tungstenite::connect_async(&url).await {
@@ -316,20 +320,22 @@ async fn main() {
 
     // Connect every reader first, then the writers.
     let readers = args.connections.saturating_sub(args.writers);
+    let nodes = args.urls.len().max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.connect_parallelism.max(1)));
     let mut connects = Vec::new();
     for i in 0..args.connections {
         let shared = shared.clone();
         let semaphore = semaphore.clone();
         let run_id = run_id.clone();
-        let doc = if i < readers {
-            i % docs
-        } else {
-            (i - readers) % docs
-        };
+        // Readers and writers each go round the documents and, independently, the nodes.
+        let nth = if i < readers { i } else { i - readers };
+        let doc = nth % docs;
+        let node = if docs % nodes == 0 { nth / docs } else { nth };
         connects.push(tokio::spawn(async move {
             let _permit = semaphore.acquire_owned().await.ok()?;
-            connect(&shared, doc, &run_id).await.map(|ws| (i, doc, ws))
+            connect(&shared, node, doc, &run_id)
+                .await
+                .map(|ws| (i, doc, ws))
         }));
     }
     let mut opened = Vec::new();
@@ -358,18 +364,27 @@ async fn main() {
         }
     }
 
-    let pid = args.pid.map(|p| p.to_string());
+    let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
+    // CPU seconds and RSS summed over every server process.
+    let servers_sample = || -> Option<(f64, u64)> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter()
+            .map(|pid| proc_sample(pid))
+            .try_fold((0.0, 0), |(cpu, rss), s| s.map(|(c, r)| (cpu + c, rss + r)))
+    };
     tokio::time::sleep(Duration::from_micros(measure_from.saturating_sub(now_us()))).await;
-    let server_before = pid.as_deref().and_then(proc_sample);
+    let server_before = servers_sample();
     let self_before = proc_sample("self");
     let mut rss_max = server_before.map_or(0, |s| s.1);
     while now_us() < measure_to {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some((_, rss)) = pid.as_deref().and_then(proc_sample) {
+        if let Some((_, rss)) = servers_sample() {
             rss_max = rss_max.max(rss);
         }
     }
-    let server_after = pid.as_deref().and_then(proc_sample);
+    let server_after = servers_sample();
     let self_after = proc_sample("self");
     shared.stop_writing.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.drain)).await;
@@ -399,7 +414,7 @@ async fn main() {
     let server_cpu = cpu(server_before, server_after);
     let report = serde_json::json!({
         "label": args.label,
-        "url": args.url,
+        "urls": args.urls,
         "connections": args.connections,
         "documents": docs,
         "writers": args.writers,
@@ -421,7 +436,7 @@ async fn main() {
         "server_cpu_cores": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.map(|c| if delivered > 0 { c * window * 1e6 / delivered as f64 } else { f64::NAN }),
         "server_rss_mib_end": server_after.map(|s| s.1 as f64 / 1024.0),
-        "server_rss_mib_max": pid.as_ref().map(|_| rss_max as f64 / 1024.0),
+        "server_rss_mib_max": (!pids.is_empty()).then(|| rss_max as f64 / 1024.0),
         "loadgen_cpu_cores": cpu(self_before, self_after),
     });
     if args.json {
