@@ -1,6 +1,5 @@
 //! Bad input closes only the offending connection; the document and other clients carry on.
 
-
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
