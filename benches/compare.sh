@@ -6,17 +6,19 @@
 #
 # Installs the peers into benches/peers/ (git-ignored) on first use:
 #   - the Node reference server  @y/websocket-server@0.1.1 with yjs@13 (npm)
+#   - Hocuspocus                 @hocuspocus/server@4.7.0 with yjs@13 (npm), run by the minimal
+#                                in-memory server benches/peer-servers/hocuspocus.mjs
 #   - y-sweet 0.9.1              cargo install y-sweet --version 0.9.1 --locked
 # Each server is pinned to CPU 0 and the load generator (target/release/weft-load) to CPU 1.
 # Prints one JSON line per run and a table with the Weft/peer ratio of every figure.
-# Env: PEERS="weft node-ref y-sweet" DURATION=20 SKIP_INSTALL=1
+# Env: PEERS="weft node-ref hocuspocus y-sweet" DURATION=20 SKIP_INSTALL=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 peers_dir=$root/benches/peers
 out=${OUT:-$root/target/compare-$(date +%Y%m%d-%H%M%S).jsonl}
 duration=${DURATION:-20}
-servers=${PEERS:-"weft node-ref y-sweet"}
+servers=${PEERS:-"weft node-ref hocuspocus y-sweet"}
 scenarios=${*:-fanout}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -28,6 +30,12 @@ install_peers() {
     (cd "$peers_dir/node-ref" && echo '{"name":"node-ref","private":true}' > package.json &&
       npm install --no-audit --no-fund --loglevel=error @y/websocket-server@0.1.1 yjs@13.6.33)
   fi
+  mkdir -p "$peers_dir/hocuspocus"
+  if [ ! -d "$peers_dir/hocuspocus/node_modules/@hocuspocus/server" ]; then
+    (cd "$peers_dir/hocuspocus" && echo '{"name":"hocuspocus-peer","private":true,"type":"module"}' > package.json &&
+      npm install --no-audit --no-fund --loglevel=error @hocuspocus/server@4.7.0 yjs@13.6.33)
+  fi
+  cp "$root/benches/peer-servers/hocuspocus.mjs" "$peers_dir/hocuspocus/server.mjs"
   if [ ! -x "$peers_dir/y-sweet/bin/y-sweet" ]; then
     cargo install y-sweet --version 0.9.1 --locked --root "$peers_dir/y-sweet"
   fi
@@ -36,9 +44,10 @@ install_peers() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server NAME PORT DATA -> sets SERVER_PID and URL_TEMPLATE
+# start_server NAME PORT DATA -> sets SERVER_PID, URL_TEMPLATE and LOAD_ARGS
 start_server() {
   local name=$1 port=$2 data=$3
+  LOAD_ARGS=""
   case $name in
     weft)
       taskset -c 0 "$root/target/release/weft" --addr "127.0.0.1:$port" --data-dir "$data" \
@@ -49,6 +58,10 @@ start_server() {
       HOST=127.0.0.1 PORT=$port taskset -c 0 node \
         "$peers_dir/node-ref/node_modules/@y/websocket-server/src/server.js" >"$data.log" 2>&1 &
       URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
+    hocuspocus)
+      HOST=127.0.0.1 PORT=$port taskset -c 0 node "$peers_dir/hocuspocus/server.mjs" >"$data.log" 2>&1 &
+      URL_TEMPLATE="ws://127.0.0.1:$port"
+      LOAD_ARGS="--protocol hocuspocus" ;;
     y-sweet)
       taskset -c 0 "$peers_dir/y-sweet/bin/y-sweet" serve "$data" --host 127.0.0.1 --port "$port" \
         >"$data.log" 2>&1 &
@@ -81,7 +94,7 @@ for scenario in $scenarios; do
     port=$(free_port)
     start_server "$server" "$port" "$data"
     # shellcheck disable=SC2046
-    taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") \
+    taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") $LOAD_ARGS \
       --duration "$duration" --warmup 3 --drain 3 --pid "$SERVER_PID" --json \
       --label "$scenario/$server" | tee -a "$out"
     kill "$SERVER_PID" 2>/dev/null || true

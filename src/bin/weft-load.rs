@@ -10,16 +10,38 @@
 //!
 //! Several `--url`s (the nodes of a cluster) spread the readers and the writers over them
 //! round-robin, so most deliveries cross nodes; several `--pid`s add up the servers' CPU and RSS.
+//!
+//! `--protocol hocuspocus` speaks Hocuspocus's framing instead: every message is prefixed with
+//! the document name (a lib0 varString), a connection first sends an Auth message and waits for
+//! "authenticated", and sync replies may come as type 4 (SyncReply).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use weft_crdt::protocol;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
+
+/// The framing a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// y-websocket: one document per connection, named by the URL; bare y-protocols messages.
+    YWebsocket,
+    /// Hocuspocus: every message prefixed with the document name; Auth message first.
+    Hocuspocus,
+}
+
+/// Hocuspocus's Auth message type and its sub-types.
+const HOCUSPOCUS_AUTH: u8 = 2;
+const HOCUSPOCUS_AUTH_TOKEN: u8 = 0;
+const HOCUSPOCUS_AUTHENTICATED: u8 = 2;
+/// Hocuspocus's reply to a SyncStep1 (carries sync messages like type 0).
+const HOCUSPOCUS_SYNC_REPLY: u8 = 4;
 
 /// Load generator for y-websocket servers.
 #[derive(Debug, Clone, Parser)]
@@ -65,6 +87,54 @@ struct Args {
     /// A label for this run (shown in the output).
     #[arg(long, default_value = "")]
     label: String,
+    /// The server's framing.
+    #[arg(long, value_enum, default_value_t = Protocol::YWebsocket)]
+    protocol: Protocol,
+}
+
+/// One connection to one document, speaking the server's framing.
+struct Conn {
+    ws: Ws,
+    protocol: Protocol,
+    /// The document name, lib0-encoded: Hocuspocus prefixes every message with it.
+    prefix: Vec<u8>,
+}
+
+impl Conn {
+    /// Frames a y-protocols message for the wire.
+    fn frame(&self, message: &[u8]) -> Message {
+        frame(self.protocol, &self.prefix, message)
+    }
+}
+
+/// Frames a y-protocols message for the wire (Hocuspocus: after the name prefix).
+fn frame(protocol: Protocol, prefix: &[u8], message: &[u8]) -> Message {
+    match protocol {
+        Protocol::YWebsocket => Message::Binary(message.to_vec().into()),
+        Protocol::Hocuspocus => {
+            let mut framed = Vec::with_capacity(prefix.len() + message.len());
+            framed.extend_from_slice(prefix);
+            framed.extend_from_slice(message);
+            Message::Binary(framed.into())
+        }
+    }
+}
+
+/// The message type and body inside a received frame (Hocuspocus: after the name prefix, with
+/// SyncReply read as Sync).
+fn unframe(protocol: Protocol, frame: &[u8]) -> Option<(u8, &[u8])> {
+    let message = match protocol {
+        Protocol::YWebsocket => frame,
+        Protocol::Hocuspocus => {
+            let mut cursor = Cursor::new(frame);
+            cursor.read_string().ok()?;
+            &frame[cursor.next..]
+        }
+    };
+    match *message.first()? {
+        HOCUSPOCUS_SYNC_REPLY if protocol == Protocol::Hocuspocus => Some((0, &message[1..])),
+        kind => Some((kind, &message[1..])),
+    }
 }
 
 fn epoch() -> Instant {
@@ -127,19 +197,32 @@ struct Shared {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(shared: &Shared, node: usize, doc: usize, run_id: &str) -> Option<Ws> {
+async fn connect(shared: &Shared, node: usize, doc: usize, run_id: &str) -> Option<Conn> {
     let name = format!("{}-{run_id}-{doc}", shared.args.prefix);
     let url = shared.args.urls[node % shared.args.urls.len()].replace("{doc}", &name);
     let started = Instant::now();
     for attempt in 0..5 {
-        match tokio_tungstenite::connect_async(&url).await {
+        let opened = match tokio_tungstenite::connect_async(&url).await {
             Ok((ws, _)) => {
+                let mut prefix = Vec::new();
+                prefix.write_string(&name);
+                let conn = Conn {
+                    ws,
+                    protocol: shared.args.protocol,
+                    prefix,
+                };
+                authenticate(conn).await
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        match opened {
+            Ok(conn) => {
                 shared
                     .connect_us
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(started.elapsed().as_micros() as u32);
-                return Some(ws);
+                return Some(conn);
             }
             Err(_) if attempt < 4 => {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await
@@ -151,14 +234,43 @@ async fn connect(shared: &Shared, node: usize, doc: usize, run_id: &str) -> Opti
     None
 }
 
-async fn reader(shared: Arc<Shared>, mut ws: Ws) {
+/// Hocuspocus: sends the Auth message (empty token) and waits until the server says
+/// "authenticated". y-websocket needs nothing.
+async fn authenticate(mut conn: Conn) -> Result<Conn, String> {
+    if conn.protocol == Protocol::YWebsocket {
+        return Ok(conn);
+    }
+    let mut auth = vec![HOCUSPOCUS_AUTH, HOCUSPOCUS_AUTH_TOKEN];
+    auth.write_string("");
+    let message = conn.frame(&auth);
+    conn.ws.send(message).await.map_err(|e| e.to_string())?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), conn.ws.next())
+            .await
+            .map_err(|_| "no answer to the Auth message".to_string())?;
+        match next {
+            Some(Ok(Message::Binary(received))) => match unframe(conn.protocol, &received) {
+                Some((HOCUSPOCUS_AUTH, [HOCUSPOCUS_AUTHENTICATED, ..])) => return Ok(conn),
+                Some((HOCUSPOCUS_AUTH, _)) => return Err("permission denied".into()),
+                _ => continue,
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("closed during authentication".into()),
+        }
+    }
+}
+
+async fn reader(shared: Arc<Shared>, conn: Conn) {
     let mut latencies = Vec::with_capacity(4096);
     let mut delivered = 0u64;
-    let _ = ws
-        .send(Message::Binary(protocol::encode_sync_step1(
-            &StateVector::default(),
-        )))
-        .await;
+    let step1 = conn.frame(&protocol::encode_sync_step1(&StateVector::default()));
+    let Conn {
+        mut ws,
+        protocol: framing,
+        prefix,
+    } = conn;
+    let _ = ws.send(step1).await;
     loop {
         if shared.stop_reading.load(Ordering::Relaxed) {
             break;
@@ -175,17 +287,16 @@ async fn reader(shared: Arc<Shared>, mut ws: Ws) {
             }
             Ok(Some(Ok(_))) => continue,
         };
-        match frame.first() {
-            Some(0) if frame.get(1) == Some(&0) => {
+        match unframe(framing, &frame) {
+            Some((0, [0, ..])) => {
                 // The server's SyncStep1: a reader has nothing to add.
                 let empty = yrs::Doc::new()
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
-                let _ = ws
-                    .send(Message::Binary(protocol::encode_sync_step2(&empty)))
-                    .await;
+                let step2 = protocol::encode_sync_step2(&empty);
+                let _ = ws.send(self::frame(framing, &prefix, &step2)).await;
             }
-            Some(0) => {
+            Some((0, _)) => {
                 let now = now_us();
                 for (_, _, sent) in markers(&frame) {
                     if in_window(&shared, sent) {
@@ -205,13 +316,17 @@ async fn reader(shared: Arc<Shared>, mut ws: Ws) {
         .extend(latencies);
 }
 
-async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
+async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, conn: Conn) {
     let ydoc = yrs::Doc::new();
     let text = ydoc.get_or_insert_text("text");
     let sv = ydoc.transact().state_vector();
-    let _ = ws
-        .send(Message::Binary(protocol::encode_sync_step1(&sv)))
-        .await;
+    let step1 = conn.frame(&protocol::encode_sync_step1(&sv));
+    let Conn {
+        mut ws,
+        protocol: framing,
+        prefix,
+    } = conn;
+    let _ = ws.send(step1).await;
     let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -224,7 +339,11 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
         async move {
             while let Some(message) = stream.next().await {
                 match message {
-                    Ok(Message::Binary(frame)) if frame.starts_with(&[0, 0]) => answer.notify_one(),
+                    Ok(Message::Binary(frame))
+                        if matches!(unframe(framing, &frame), Some((0, [0, ..]))) =>
+                    {
+                        answer.notify_one()
+                    }
                     Ok(Message::Close(_)) | Err(_) => break,
                     _ => {}
                 }
@@ -253,7 +372,7 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut ws: Ws) {
             txn.encode_state_as_update_v1(&before)
         };
         if sink
-            .send(Message::Binary(protocol::encode_update(&update)))
+            .send(frame(framing, &prefix, &protocol::encode_update(&update)))
             .await
             .is_err()
         {
