@@ -35,6 +35,9 @@ use crate::recovery;
 use crate::registry::{ChangeListener, RegistryInner};
 use crate::store::{DocStore, StoredDoc};
 
+/// How often adaptive coalescing looks at the sessions' queues again.
+const COALESCE_POLL: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// A joined session as the actor sees it.
 struct SessionEntry {
     outbound: mpsc::Sender<Outbound>,
@@ -201,6 +204,7 @@ impl DocActor {
                     continue;
                 }
             };
+            self.wait_while_sessions_are_behind().await;
             let mut batch = Vec::with_capacity(16);
             batch.push(first);
             while batch.len() < self.config.max_batch {
@@ -213,6 +217,34 @@ impl DocActor {
                 return;
             }
         }
+    }
+
+    /// Adaptive coalescing: while many sessions still have frames of earlier broadcasts queued,
+    /// wait (at most `coalesce_max`) so that the updates arriving meanwhile go out merged into
+    /// one frame instead of one frame each. When the sessions keep up there is no delay at all;
+    /// under load the batches grow and the frames per session per second shrink.
+    async fn wait_while_sessions_are_behind(&self) {
+        let max = self.config.coalesce_max;
+        if max.is_zero() || self.sessions.len() < 2 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + max;
+        while self.sessions_behind() && tokio::time::Instant::now() < deadline {
+            if self.mailbox.len() >= self.config.max_batch {
+                return;
+            }
+            tokio::time::sleep(COALESCE_POLL).await;
+        }
+    }
+
+    /// Whether more than an eighth of the sessions have frames waiting to be written.
+    fn sessions_behind(&self) -> bool {
+        let threshold = self.sessions.len() / 8 + 1;
+        self.sessions
+            .values()
+            .filter(|s| s.outbound.capacity() < s.outbound.max_capacity())
+            .nth(threshold - 1)
+            .is_some()
     }
 
     fn idle_deadline(&self) -> tokio::time::Instant {

@@ -20,6 +20,9 @@ pub struct DocConfig {
     pub max_batch: usize,
     /// Updates that would grow a document's encoded state past this many bytes are refused.
     pub max_doc_bytes: u64,
+    /// Longest an actor holds a batch back while its sessions are still writing earlier
+    /// frames, so that updates arriving meanwhile share one frame (zero: never).
+    pub coalesce_max: Duration,
 }
 
 impl Default for DocConfig {
@@ -32,6 +35,7 @@ impl Default for DocConfig {
             mailbox: 4096,
             max_batch: 1024,
             max_doc_bytes: 256 * 1024 * 1024,
+            coalesce_max: Duration::from_millis(5),
         }
     }
 }

@@ -80,6 +80,11 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Longest a document holds updates back while its clients are still receiving earlier
+    /// ones, so that they go out merged into one frame (`0s` turns coalescing off).
+    #[arg(long, env = "WEFT_COALESCE_MAX", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub coalesce_max: Duration,
+
     /// How often the server pings each client.
     #[arg(long, env = "WEFT_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
@@ -147,6 +152,7 @@ impl ServerConfig {
             compact_after_bytes: self.compact_after_bytes,
             idle_unload: self.idle_unload,
             outbound_queue: self.outbound_queue,
+            coalesce_max: self.coalesce_max,
             max_doc_bytes: self.max_doc_bytes,
             ..DocConfig::default()
         }
