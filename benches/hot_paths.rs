@@ -5,7 +5,6 @@
 //! Run with `cargo bench --bench hot_paths`. Compare figures only against runs made in the same
 //! session on the same machine.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +14,10 @@ use weft_crdt::protocol::{self, decode_client_message};
 use weft_crdt::store::MemoryStore;
 use weft_crdt::{DocConfig, DocName, DocStore, Outbound, Registry, SledStore};
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
+
+#[path = "../src/bin/weft-load/trace.rs"]
+mod trace;
 
 /// A keystroke-sized update (one character typed into a document that already has a few).
 fn small_update() -> Vec<u8> {
@@ -34,33 +36,7 @@ fn automerge_paper_state() -> Vec<u8> {
         env!("CARGO_MANIFEST_DIR"),
         "/benches/data/automerge-paper.json.gz"
     );
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("trace file"))
-        .read_to_string(&mut json)
-        .expect("gunzip trace");
-    let trace: serde_json::Value = serde_json::from_str(&json).expect("trace JSON");
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text("text");
-    {
-        let mut txn = doc.transact_mut();
-        for t in trace["txns"].as_array().expect("txns") {
-            for patch in t["patches"].as_array().expect("patches") {
-                let pos = patch[0].as_u64().unwrap_or(0) as u32;
-                let del = patch[1].as_u64().unwrap_or(0) as u32;
-                let ins = patch[2].as_str().unwrap_or("");
-                if del > 0 {
-                    text.remove_range(&mut txn, pos, del);
-                }
-                if !ins.is_empty() {
-                    text.insert(&mut txn, pos, ins);
-                }
-            }
-        }
-    }
-    let expected = trace["endContent"].as_str().unwrap_or("").chars().count();
-    let txn = doc.transact();
-    assert_eq!(text.get_string(&txn).chars().count(), expected);
-    txn.encode_state_as_update_v1(&StateVector::default())
+    trace::replay_trace(std::path::Path::new(path)).expect("replay the trace")
 }
 
 fn protocol_codec(c: &mut Criterion) {

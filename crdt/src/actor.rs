@@ -7,6 +7,12 @@
 //! sees state the store does not hold, and a burst of N updates costs one write and one frame per
 //! session instead of N.
 //!
+//! Loading is split so that a new client is not kept waiting for the decode: the stored records
+//! are read and checked, and a client asking with an empty state vector (a fresh browser tab) is
+//! answered straight from them (SyncStep2 = the stored snapshot, or all records merged) while
+//! the document is rebuilt in memory right after. The encoded full state is cached until the
+//! document changes.
+//!
 //! In a cluster the actor also subscribes to the document's fan-out before loading, publishes
 //! what its own sessions changed (after it is durable) and applies what other nodes publish
 //! without storing or re-publishing it: the origin node already did both.
@@ -34,6 +40,13 @@ use crate::protocol::{self, ClientMessage, IncomingUpdate};
 use crate::recovery;
 use crate::registry::{ChangeListener, RegistryInner};
 use crate::store::{DocStore, StoredDoc};
+
+/// How long a freshly loaded document waits for its first client's SyncStep1 before it rebuilds
+/// the in-memory document anyway.
+const RESTORE_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Documents with fewer sessions than this are never held back for coalescing.
+const COALESCE_MIN_SESSIONS: usize = 16;
 
 /// How often adaptive coalescing looks at the sessions' queues again.
 const COALESCE_POLL: std::time::Duration = std::time::Duration::from_micros(500);
@@ -116,6 +129,15 @@ pub(crate) struct DocActor {
     snapshot_bytes: u64,
     /// When the last session left (the idle-unload clock), if none is connected.
     idle_since: Option<Instant>,
+    /// Stored records decoded but not yet applied to the document (see the module comment).
+    unrestored: Option<Vec<recovery::DecodedRecord>>,
+    /// Sessions that joined before the document was rebuilt: they get the server's SyncStep1
+    /// once it is.
+    awaiting_step1: Vec<ConnId>,
+    /// Sessions answered straight from the stored records (closed if those turn out damaged).
+    answered_from_store: Vec<ConnId>,
+    /// The SyncStep2 frame answering an empty state vector, valid until the document changes.
+    full_state: Option<Bytes>,
 }
 
 impl DocActor {
@@ -145,6 +167,10 @@ impl DocActor {
             log_bytes: 0,
             snapshot_bytes: 0,
             idle_since: Some(Instant::now()),
+            unrestored: None,
+            awaiting_step1: Vec::new(),
+            answered_from_store: Vec::new(),
+            full_state: None,
         }
     }
 
@@ -173,7 +199,7 @@ impl DocActor {
             }
         }
         match self.store.load(&self.name).await {
-            Ok(stored) => self.restore(stored),
+            Ok(stored) => self.begin_restore(stored),
             Err(error) => {
                 tracing::error!(doc = %self.name, %error, "failed to load document");
                 self.fail(format!("failed to load: {error}"));
@@ -197,7 +223,11 @@ impl DocActor {
                     Some(command) => command,
                     None => return,
                 },
-                _ = sleep_until(idle_deadline), if self.idle_since.is_some() => {
+                _ = tokio::time::sleep(RESTORE_GRACE), if self.unrestored.is_some() => {
+                    self.finish_restore();
+                    continue;
+                }
+                _ = sleep_until(idle_deadline), if self.idle_since.is_some() && self.unrestored.is_none() => {
                     if self.unload().await {
                         return;
                     }
@@ -225,7 +255,9 @@ impl DocActor {
     /// under load the batches grow and the frames per session per second shrink.
     async fn wait_while_sessions_are_behind(&self) {
         let max = self.config.coalesce_max;
-        if max.is_zero() || self.sessions.len() < 2 {
+        // With few sessions a frame costs little, and one idle or closing client must not delay
+        // the others.
+        if max.is_zero() || self.sessions.len() < COALESCE_MIN_SESSIONS {
             return;
         }
         let deadline = tokio::time::Instant::now() + max;
@@ -252,20 +284,109 @@ impl DocActor {
         tokio::time::Instant::from_std(since + self.config.idle_unload)
     }
 
-    /// Rebuilds the in-memory document from its snapshot and log. Damaged records are
-    /// reported and skipped (see `recovery`).
-    fn restore(&mut self, stored: StoredDoc) {
+    /// Takes the stored records; the document itself is rebuilt by [`Self::finish_restore`], as
+    /// soon as something needs it. Until then an empty state vector is answered from the records.
+    fn begin_restore(&mut self, stored: StoredDoc) {
         self.next_seq = stored.next_seq;
         self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
         self.log_updates = stored.log.len() as u64;
         self.log_bytes = stored.log_bytes();
-        for damage in recovery::rebuild_into(self.awareness.doc(), &stored) {
-            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
-                "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
+        if stored.is_empty() {
+            return;
+        }
+        // Decoding checks every record, so a client is never sent a damaged one.
+        let (decoded, damage) = recovery::decode_records(&stored);
+        if !damage.is_empty() {
+            self.unrestored = Some(decoded);
+            self.finish_restore();
+            for damage in damage {
+                tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
+                    "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
+            }
+            return;
+        }
+        // The whole state in one SyncStep2: clients treat it as "synced".
+        let records: Vec<&Bytes> = stored
+            .snapshot
+            .iter()
+            .chain(stored.log.iter().map(|e| &e.update))
+            .collect();
+        let full_state = match records.as_slice() {
+            [one] => Some(protocol::encode_sync_step2(one)),
+            many => match catch_unwind(|| yrs::merge_updates_v1(many)) {
+                Ok(Ok(merged)) => Some(protocol::encode_sync_step2(&merged)),
+                _ => None,
+            },
+        };
+        self.unrestored = Some(decoded);
+        match full_state {
+            Some(frame) => self.full_state = Some(frame),
+            None => self.finish_restore(),
         }
     }
 
+    /// Applies the records [`Self::begin_restore`] decoded (any yrs rejects are reported and
+    /// skipped, see `recovery`), then sends the server's SyncStep1 to the sessions that joined
+    /// meanwhile.
+    fn finish_restore(&mut self) {
+        let Some(records) = self.unrestored.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let damage = recovery::apply_records(self.awareness.doc(), records);
+        for damage in &damage {
+            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
+                "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
+        }
+        tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "document rebuilt");
+        let mut out = Outgoing::default();
+        let answered = std::mem::take(&mut self.answered_from_store);
+        if !damage.is_empty() {
+            // Those clients were sent the damaged records: make them start over.
+            self.full_state = None;
+            for conn in answered {
+                out.closes.push((
+                    conn,
+                    CloseReason::Unavailable("stored data was damaged; reconnect".into()),
+                ));
+            }
+        }
+        let state_vector = self.awareness.doc().transact().state_vector();
+        for conn in std::mem::take(&mut self.awaiting_step1) {
+            out.direct
+                .push((conn, protocol::encode_sync_step1(&state_vector)));
+        }
+        self.deliver(out);
+    }
+
+    /// Whether `command` can be handled before the document is rebuilt.
+    fn needs_no_document(command: &DocCommand) -> bool {
+        match command {
+            DocCommand::Join { .. } | DocCommand::Leave { .. } => true,
+            DocCommand::Message { message, .. } => match message {
+                ClientMessage::SyncStep1(state_vector) => state_vector.is_empty(),
+                ClientMessage::Awareness { .. } | ClientMessage::QueryAwareness => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The SyncStep2 answering an empty state vector, from the cache or freshly encoded.
+    fn full_state_frame(&mut self) -> Bytes {
+        if let Some(frame) = &self.full_state {
+            return frame.clone();
+        }
+        let frame = protocol::encode_sync_step2(&self.encode_diff(&StateVector::default()));
+        self.full_state = Some(frame.clone());
+        frame
+    }
+
     async fn handle_batch(&mut self, batch: Vec<DocCommand>) -> Exit {
+        if self.unrestored.is_some() && !batch.iter().all(Self::needs_no_document) {
+            self.finish_restore();
+        }
         let mut out = Outgoing::default();
         let mut stop: Option<DocCommand> = None;
         {
@@ -448,6 +569,7 @@ impl DocActor {
         let max_doc_bytes = self.config.max_doc_bytes;
         let stored = self.snapshot_bytes + self.log_bytes;
         let doc = self.awareness.doc();
+        let mut full_state_changed = false;
         // The outer guard covers the commit when the transaction is dropped.
         let committed = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
@@ -483,6 +605,8 @@ impl DocActor {
                     }
                     continue;
                 }
+                // Whatever happens next, the cached full state may no longer be it.
+                full_state_changed = true;
                 let error = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
                     Ok(Ok(())) => None,
                     Ok(Err(error)) => Some(format!("update rejected: {error}")),
@@ -519,6 +643,9 @@ impl DocActor {
         if committed.is_err() {
             out.poisoned = true;
         }
+        if full_state_changed {
+            self.full_state = None;
+        }
     }
 
     fn join(
@@ -537,9 +664,13 @@ impl DocActor {
             },
         );
         self.idle_since = None;
-        let state_vector = self.awareness.doc().transact().state_vector();
-        out.direct
-            .push((conn, protocol::encode_sync_step1(&state_vector)));
+        if self.unrestored.is_some() {
+            self.awaiting_step1.push(conn);
+        } else {
+            let state_vector = self.awareness.doc().transact().state_vector();
+            out.direct
+                .push((conn, protocol::encode_sync_step1(&state_vector)));
+        }
         if let Some(frame) = self.encode_all_awareness() {
             out.direct.push((conn, frame));
         }
@@ -561,6 +692,13 @@ impl DocActor {
             return; // Closed while this message was queued.
         }
         match message {
+            ClientMessage::SyncStep1(state_vector) if state_vector.is_empty() => {
+                if self.unrestored.is_some() {
+                    self.answered_from_store.push(conn);
+                }
+                let frame = self.full_state_frame();
+                out.direct.push((conn, frame));
+            }
             ClientMessage::SyncStep1(state_vector) => {
                 let update = self.encode_diff(&state_vector);
                 out.direct
@@ -732,6 +870,7 @@ impl DocActor {
             tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
                 "stored record is damaged; skipped");
         }
+        self.full_state = None;
         if self.awareness.doc().transact().state_vector() == before {
             return;
         }

@@ -23,8 +23,24 @@ pub struct Damage {
 
 /// Applies a stored document's snapshot and log to `doc`, skipping damaged records.
 pub fn rebuild_into(doc: &Doc, stored: &StoredDoc) -> Vec<Damage> {
+    let (records, mut damage) = decode_records(stored);
+    damage.extend(apply_records(doc, records));
+    damage
+}
+
+/// A stored record, decoded and ready to apply.
+pub struct DecodedRecord {
+    /// `snapshot` or `log entry <seq>`.
+    pub record: String,
+    /// The decoded update.
+    pub update: Update,
+}
+
+/// Decodes a stored document's snapshot and log (in order), setting aside the records that do
+/// not decode.
+pub fn decode_records(stored: &StoredDoc) -> (Vec<DecodedRecord>, Vec<Damage>) {
+    let mut decoded = Vec::with_capacity(stored.log.len() + 1);
     let mut damage = Vec::new();
-    let mut txn = doc.transact_mut();
     let records = stored
         .snapshot
         .iter()
@@ -36,15 +52,30 @@ pub fn rebuild_into(doc: &Doc, stored: &StoredDoc) -> Vec<Damage> {
                 .map(|e| (format!("log entry {}", e.seq), &e.update)),
         );
     for (record, bytes) in records {
-        let applied = catch_unwind(AssertUnwindSafe(|| {
-            Update::decode_v1(bytes)
-                .map_err(|e| format!("not a Yjs update: {e}"))
-                .and_then(|u| txn.apply_update(u).map_err(|e| format!("rejected: {e}")))
-        }));
-        let reason = match applied {
+        match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
+            Ok(Ok(update)) => decoded.push(DecodedRecord { record, update }),
+            Ok(Err(e)) => damage.push(Damage {
+                record,
+                reason: format!("not a Yjs update: {e}"),
+            }),
+            Err(_) => damage.push(Damage {
+                record,
+                reason: "the decoder panicked".to_string(),
+            }),
+        }
+    }
+    (decoded, damage)
+}
+
+/// Applies decoded records to `doc` in one transaction, setting aside the ones yrs rejects.
+pub fn apply_records(doc: &Doc, records: Vec<DecodedRecord>) -> Vec<Damage> {
+    let mut damage = Vec::new();
+    let mut txn = doc.transact_mut();
+    for DecodedRecord { record, update } in records {
+        let reason = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
             Ok(Ok(())) => continue,
-            Ok(Err(reason)) => reason,
-            Err(_) => "the decoder panicked".to_string(),
+            Ok(Err(e)) => format!("rejected: {e}"),
+            Err(_) => "applying it panicked".to_string(),
         };
         damage.push(Damage { record, reason });
     }

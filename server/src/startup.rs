@@ -182,6 +182,9 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
+        // Frames are small and latency matters: no Nagle delay (waiting for the client's ACK
+        // before sending the next small frame).
+        .tcp_nodelay(true)
         .shutdown_timeout(5);
         if let Some(workers) = workers {
             server = server.workers(workers.max(1));

@@ -15,6 +15,10 @@
 //! the document name (a lib0 varString), a connection first sends an Auth message and waits for
 //! "authenticated", and sync replies may come as type 4 (SyncReply).
 
+mod cold_load;
+mod trace;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -90,6 +94,20 @@ struct Args {
     /// The server's framing.
     #[arg(long, value_enum, default_value_t = Protocol::YWebsocket)]
     protocol: Protocol,
+    /// Load-time probe mode: measure connect -> SyncStep2 for this document, one connection
+    /// at a time, instead of generating load (see `cold_load.rs`).
+    #[arg(long)]
+    probe_doc: Option<String>,
+    /// Probes to run (the first one after a server start is the cold load).
+    #[arg(long, default_value_t = 20)]
+    probes: usize,
+    /// With --probe-doc: store this editing trace's document (gzipped automerge-paper format)
+    /// under that name instead of probing.
+    #[arg(long)]
+    seed_trace: Option<PathBuf>,
+    /// Seconds to stay connected after seeding, so the server persists the document.
+    #[arg(long, default_value_t = 2.0)]
+    seed_wait: f64,
 }
 
 /// One connection to one document, speaking the server's framing.
@@ -419,6 +437,17 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(doc) = args.probe_doc.clone() {
+        let done = match &args.seed_trace {
+            Some(trace) => cold_load::seed(&args, &doc, trace).await,
+            None => cold_load::probe(&args, &doc).await,
+        };
+        if let Err(error) = done {
+            eprintln!("weft-load: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let run_id = format!("{:x}", std::process::id() ^ (now_us() as u32) ^ 0x5eed);
     let start = now_us();
     let docs = args.docs.max(1);

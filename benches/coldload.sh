@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Cold and warm load of a large real document, Weft vs y-sweet, in one run.
+#
+#   bash benches/coldload.sh          Env: RESTARTS=5 PROBES=20 SKIP_INSTALL=1
+#
+# For each server: store the automerge-paper document (benches/data, replayed by weft-load and
+# sent as one update), stop the server, then RESTARTS times: start it (pinned to CPU 0), and let
+# `weft-load --probe-doc` (pinned to CPU 1) connect PROBES times one after another, measuring TCP
+# connect -> SyncStep2 received with an empty state vector. The first probe after a start is the
+# cold load (fresh process, files in the page cache), the others are warm (document loaded).
+# y-sweet is installed into benches/peers/ by benches/compare.sh (run it once first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+restarts=${RESTARTS:-5}
+probes=${PROBES:-20}
+trace=$root/benches/data/automerge-paper.json.gz
+ysweet=$root/benches/peers/y-sweet/bin/y-sweet
+cargo build --release --bins >/dev/null
+load=$root/target/release/weft-load
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start NAME PORT -> SERVER_PID, URL
+start() {
+  case $1 in
+    weft)
+      taskset -c 0 "$root/target/release/weft" --addr "127.0.0.1:$2" --data-dir "$work/weft" \
+        >>"$work/weft.log" 2>&1 &
+      URL="ws://127.0.0.1:$2/{doc}" ;;
+    y-sweet)
+      taskset -c 0 "$ysweet" serve "$work/y-sweet" --host 127.0.0.1 --port "$2" >>"$work/y-sweet.log" 2>&1 &
+      URL="ws://127.0.0.1:$2/d/{doc}/ws/{doc}" ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$1 did not start" >&2
+  return 1
+}
+
+stop() { kill -INT "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+
+servers="weft"
+[ -x "$ysweet" ] && servers="weft y-sweet"
+for server in $servers; do
+  port=$(free_port)
+  start "$server" "$port"
+  # y-sweet persists on a timer: stay connected long enough for it to write the document.
+  wait_s=1
+  [ "$server" = y-sweet ] && wait_s=12
+  "$load" --url "$URL" --probe-doc paper --seed-trace "$trace" --seed-wait "$wait_s" >/dev/null
+  stop
+  for _ in $(seq "$restarts"); do
+    cat "$work/$server"/* >/dev/null 2>&1 || true # page cache warm, as after a restart
+    port=$(free_port)
+    start "$server" "$port"
+    taskset -c 1 "$load" --url "$URL" --probe-doc paper --probes "$probes" --label "$server"
+    stop
+  done
+done | tee "$work/runs.jsonl"
+
+python3 - "$work/runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+by = {}
+for r in runs:
+    by.setdefault(r["label"], []).append(r)
+print("| server | cold ms (median of %d starts) | warm ms (median) | SyncStep2 bytes |" % len(next(iter(by.values()))))
+print("|---|---|---|---|")
+rows = {}
+for name, rs in by.items():
+    cold = statistics.median(r["first_ms"] for r in rs)
+    warm = statistics.median(r["warm_ms_p50"] for r in rs)
+    rows[name] = (cold, warm)
+    print(f"| {name} | {cold:.2f} | {warm:.2f} | {rs[0]['step2_bytes']} |")
+if "weft" in rows and "y-sweet" in rows:
+    (wc, ww), (pc, pw) = rows["weft"], rows["y-sweet"]
+    print(f"| weft/y-sweet | {wc / pc:.2f} | {ww / pw:.2f} | |")
+PY
