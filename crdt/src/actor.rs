@@ -216,6 +216,7 @@ impl DocActor {
             );
         }
 
+        let restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
         loop {
             let idle_deadline = self.idle_deadline();
             let first = tokio::select! {
@@ -223,7 +224,7 @@ impl DocActor {
                     Some(command) => command,
                     None => return,
                 },
-                _ = tokio::time::sleep(RESTORE_GRACE), if self.unrestored.is_some() => {
+                _ = sleep_until(restore_deadline), if self.unrestored.is_some() => {
                     self.finish_restore();
                     continue;
                 }
@@ -509,6 +510,10 @@ impl DocActor {
         }
         let resync = out.resync;
         self.deliver(out);
+        if !self.answered_from_store.is_empty() {
+            // The first client has its answer: now rebuild the document.
+            self.finish_restore();
+        }
         if resync {
             self.resync().await;
         }

@@ -97,3 +97,40 @@ async fn awareness_is_relayed_and_removed_on_disconnect() {
         .await;
     app.stop().await;
 }
+
+/// New clients are answered from a cached full state: it must follow every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_always_gets_the_latest_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let url = app.ws_url("cached");
+    let mut writer = TestClient::connect_synced(&url).await;
+    let mut watcher = TestClient::connect_synced(&url).await;
+    for round in 0..5 {
+        writer.insert(0, &format!("<{round}>")).await;
+        let expected = writer.text();
+        watcher
+            .pump_until("the edit", |c| c.text() == expected)
+            .await;
+        // Two fresh clients in a row: the first may fill the cache, the second reads it.
+        for _ in 0..2 {
+            let fresh = TestClient::connect_synced(&url).await;
+            assert_eq!(fresh.text(), expected, "round {round}");
+        }
+    }
+    drop((writer, watcher));
+    app.stop().await;
+
+    // After a restart the first answer comes straight from the stored records.
+    let app = spawn_app(test_config(dir.path())).await;
+    let mut fresh = TestClient::connect_synced(&app.ws_url("cached")).await;
+    assert_eq!(fresh.text(), "<4><3><2><1><0>");
+    let mut second = TestClient::connect_synced(&app.ws_url("cached")).await;
+    second.insert(0, "+").await;
+    fresh
+        .pump_until("the new edit", |c| c.text().starts_with('+'))
+        .await;
+    let third = TestClient::connect_synced(&app.ws_url("cached")).await;
+    assert_eq!(third.text(), "+<4><3><2><1><0>");
+    app.stop().await;
+}
