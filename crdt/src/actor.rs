@@ -974,7 +974,9 @@ impl DocActor {
             None
         };
         if update_frame.is_some() {
-            let receivers = self.sessions.len() - usize::from(skip.is_some());
+            // The skipped sender may have left in the same batch.
+            let skipped = skip.is_some_and(|conn| self.sessions.contains_key(&conn));
+            let receivers = self.sessions.len() - usize::from(skipped);
             metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
         }
         for (conn, session) in &self.sessions {
