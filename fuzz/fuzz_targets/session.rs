@@ -17,6 +17,10 @@ use yrs::{Doc, ReadTxn, Transact, Update};
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        // libfuzzer-sys's panic hook aborts even on panics Weft catches (yrs panics on some
+        // crafted updates; the decoder and the actor catch them by design). A silent hook keeps
+        // those from counting as crashes; a panic that escapes still fails the run.
+        std::panic::set_hook(Box::new(|_| {}));
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -39,8 +43,15 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
             };
             if let ClientMessage::Update(incoming) = &message {
                 let update = Update::decode_v1(&incoming.bytes).expect("decoded once already");
-                if reference.transact_mut().apply_update(update).is_err() {
-                    break;
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    reference.transact_mut().apply_update(update)
+                }));
+                match applied {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    // yrs itself panics on this update (a known yrs bug, see regressions/): the
+                    // actor catches that and reloads, so there is no reference state to compare.
+                    Err(_) => return,
                 }
             }
             assert!(doc.message(conn, message).await);
