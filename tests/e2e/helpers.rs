@@ -399,3 +399,13 @@ impl WeftProcess {
         self.child.wait().ok().and_then(|s| s.code())
     }
 }
+
+impl Drop for WeftProcess {
+    /// A test that fails half-way must not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
