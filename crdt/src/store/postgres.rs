@@ -181,6 +181,37 @@ async fn commit_group(pool: &Pool, group: &[AppendJob]) -> Result<(), StoreError
     Ok(())
 }
 
+/// Reads a document's snapshot and log inside `txn` (locking its row when `lock`).
+async fn read_records(
+    txn: &tokio_postgres::Transaction<'_>,
+    name: &DocName,
+    lock: bool,
+) -> Result<(Option<Bytes>, Vec<LogEntry>), StoreError> {
+    let query = if lock {
+        "SELECT snapshot FROM weft_docs WHERE name = $1 FOR UPDATE"
+    } else {
+        "SELECT snapshot FROM weft_docs WHERE name = $1"
+    };
+    let snapshot: Option<Vec<u8>> = txn
+        .query_opt(query, &[&name.as_str()])
+        .await?
+        .and_then(|row| row.get(0));
+    let rows = txn
+        .query(
+            "SELECT id, update FROM weft_log WHERE doc = $1 ORDER BY id",
+            &[&name.as_str()],
+        )
+        .await?;
+    let log = rows
+        .into_iter()
+        .map(|row| LogEntry {
+            seq: row.get::<_, i64>(0) as u64,
+            update: Bytes::from(row.get::<_, Vec<u8>>(1)),
+        })
+        .collect();
+    Ok((snapshot.map(Bytes::from), log))
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -211,30 +242,11 @@ impl DocStore for PostgresStore {
             .read_only(true)
             .start()
             .await?;
-        let snapshot: Option<Vec<u8>> = txn
-            .query_opt(
-                "SELECT snapshot FROM weft_docs WHERE name = $1",
-                &[&name.as_str()],
-            )
-            .await?
-            .and_then(|row| row.get(0));
-        let rows = txn
-            .query(
-                "SELECT id, update FROM weft_log WHERE doc = $1 ORDER BY id",
-                &[&name.as_str()],
-            )
-            .await?;
+        let (snapshot, log) = read_records(&txn, name, false).await?;
         txn.commit().await?;
-        let log: Vec<LogEntry> = rows
-            .into_iter()
-            .map(|row| LogEntry {
-                seq: row.get::<_, i64>(0) as u64,
-                update: Bytes::from(row.get::<_, Vec<u8>>(1)),
-            })
-            .collect();
         let next_seq = log.last().map_or(0, |e| e.seq + 1);
         Ok(StoredDoc {
-            snapshot: snapshot.map(Bytes::from),
+            snapshot,
             log,
             next_seq,
         })
@@ -277,30 +289,15 @@ impl DocStore for PostgresStore {
             tracing::debug!(doc = %name, "another node is compacting this document; skipped");
             return Ok(());
         }
-        let stored: Option<Vec<u8>> = txn
-            .query_opt(
-                "SELECT snapshot FROM weft_docs WHERE name = $1 FOR UPDATE",
-                &[&name.as_str()],
-            )
-            .await?
-            .and_then(|row| row.get(0));
-        let rows = txn
-            .query(
-                "SELECT id, update FROM weft_log WHERE doc = $1 ORDER BY id",
-                &[&name.as_str()],
-            )
-            .await?;
-        let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+        let (stored, entries) = read_records(&txn, name, true).await?;
+        let ids: Vec<i64> = entries.iter().map(|e| e.seq as i64).collect();
         let mut log = vec![LogEntry {
             seq: 0,
             update: Bytes::from(snapshot),
         }];
-        log.extend(rows.into_iter().map(|row| LogEntry {
-            seq: row.get::<_, i64>(0) as u64,
-            update: Bytes::from(row.get::<_, Vec<u8>>(1)),
-        }));
+        log.extend(entries);
         let records = StoredDoc {
-            snapshot: stored.map(Bytes::from),
+            snapshot: stored,
             log,
             next_seq: 0,
         };
