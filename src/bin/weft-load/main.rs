@@ -346,7 +346,11 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, conn: Conn) {
     } = conn;
     let _ = ws.send(step1).await;
     let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
-    let mut ticker = tokio::time::interval(period);
+    // Writers start out of phase (spread evenly over one period, by the golden ratio), as
+    // people do not type in lockstep; aligned ticks would make every period one burst.
+    let phase = (f64::from(writer_id) * 0.618_033_988_75).fract();
+    let start = tokio::time::Instant::now() + period.mul_f64(phase);
+    let mut ticker = tokio::time::interval_at(start, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut seq = 0u64;
     let (mut sink, mut stream) = ws.split();
