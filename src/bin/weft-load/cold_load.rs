@@ -12,33 +12,20 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use weft_crdt::protocol;
-use yrs::encoding::write::Write;
 use yrs::StateVector;
 
-use super::{authenticate, trace, unframe, Args, Conn};
+use super::{trace, unframe, Args, Conn};
 
-/// Opens one connection to `doc` and authenticates (Hocuspocus).
+/// Opens one connection to `doc` on the first `--url`.
 async fn open(args: &Args, doc: &str) -> Result<Conn, String> {
-    let url = args.urls[0].replace("{doc}", doc);
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let mut prefix = Vec::new();
-    prefix.write_string(doc);
-    authenticate(Conn {
-        ws,
-        protocol: args.protocol,
-        prefix,
-    })
-    .await
+    Conn::open(&args.urls[0].replace("{doc}", doc), doc, args.protocol).await
 }
 
 /// Stores the trace's document under `doc`, then waits `seed_wait` for the server to persist it.
 pub async fn seed(args: &Args, doc: &str, trace_path: &Path) -> Result<(), String> {
     let state = trace::replay_trace(trace_path)?;
     let mut conn = open(args, doc).await?;
-    let step1 = conn.frame(&protocol::encode_sync_step1(&StateVector::default()));
-    conn.ws.send(step1).await.map_err(|e| e.to_string())?;
+    conn.send_step1(&StateVector::default()).await?;
     let update = conn.frame(&protocol::encode_update(&state));
     conn.ws.send(update).await.map_err(|e| e.to_string())?;
     let until = Instant::now() + Duration::from_secs_f64(args.seed_wait);
@@ -57,8 +44,7 @@ pub async fn seed(args: &Args, doc: &str, trace_path: &Path) -> Result<(), Strin
 async fn probe_once(args: &Args, doc: &str) -> Result<(Duration, usize), String> {
     let started = Instant::now();
     let mut conn = open(args, doc).await?;
-    let step1 = conn.frame(&protocol::encode_sync_step1(&StateVector::default()));
-    conn.ws.send(step1).await.map_err(|e| e.to_string())?;
+    conn.send_step1(&StateVector::default()).await?;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(30), conn.ws.next())
             .await

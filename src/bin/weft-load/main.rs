@@ -119,6 +119,27 @@ struct Conn {
 }
 
 impl Conn {
+    /// Opens a WebSocket to `url` for document `doc` and, for Hocuspocus, authenticates.
+    async fn open(url: &str, doc: &str, protocol: Protocol) -> Result<Conn, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let mut prefix = Vec::new();
+        prefix.write_string(doc);
+        authenticate(Conn {
+            ws,
+            protocol,
+            prefix,
+        })
+        .await
+    }
+
+    /// Sends SyncStep1 with `state_vector`.
+    async fn send_step1(&mut self, state_vector: &StateVector) -> Result<(), String> {
+        let step1 = self.frame(&protocol::encode_sync_step1(state_vector));
+        self.ws.send(step1).await.map_err(|e| e.to_string())
+    }
+
     /// Frames a y-protocols message for the wire.
     fn frame(&self, message: &[u8]) -> Message {
         frame(self.protocol, &self.prefix, message)
@@ -220,20 +241,7 @@ async fn connect(shared: &Shared, node: usize, doc: usize, run_id: &str) -> Opti
     let url = shared.args.urls[node % shared.args.urls.len()].replace("{doc}", &name);
     let started = Instant::now();
     for attempt in 0..5 {
-        let opened = match tokio_tungstenite::connect_async(&url).await {
-            Ok((ws, _)) => {
-                let mut prefix = Vec::new();
-                prefix.write_string(&name);
-                let conn = Conn {
-                    ws,
-                    protocol: shared.args.protocol,
-                    prefix,
-                };
-                authenticate(conn).await
-            }
-            Err(error) => Err(error.to_string()),
-        };
-        match opened {
+        match Conn::open(&url, &name, shared.args.protocol).await {
             Ok(conn) => {
                 shared
                     .connect_us
@@ -279,16 +287,15 @@ async fn authenticate(mut conn: Conn) -> Result<Conn, String> {
     }
 }
 
-async fn reader(shared: Arc<Shared>, conn: Conn) {
+async fn reader(shared: Arc<Shared>, mut conn: Conn) {
     let mut latencies = Vec::with_capacity(4096);
     let mut delivered = 0u64;
-    let step1 = conn.frame(&protocol::encode_sync_step1(&StateVector::default()));
+    let _ = conn.send_step1(&StateVector::default()).await;
     let Conn {
         mut ws,
         protocol: framing,
         prefix,
     } = conn;
-    let _ = ws.send(step1).await;
     loop {
         if shared.stop_reading.load(Ordering::Relaxed) {
             break;
@@ -334,17 +341,16 @@ async fn reader(shared: Arc<Shared>, conn: Conn) {
         .extend(latencies);
 }
 
-async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, conn: Conn) {
+async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn) {
     let ydoc = yrs::Doc::new();
     let text = ydoc.get_or_insert_text("text");
     let sv = ydoc.transact().state_vector();
-    let step1 = conn.frame(&protocol::encode_sync_step1(&sv));
+    let _ = conn.send_step1(&sv).await;
     let Conn {
-        mut ws,
+        ws,
         protocol: framing,
         prefix,
     } = conn;
-    let _ = ws.send(step1).await;
     let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
     // Writers start out of phase (spread evenly over one period, by the golden ratio), as
     // people do not type in lockstep; aligned ticks would make every period one burst.
