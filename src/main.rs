@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weft_server::auth::{claims_for, AuthConfig, Authenticator, Permission};
-use weft_server::config::parse_with_config_file;
+use weft_server::config::{parse_with_config_file, StoreKind};
 use weft_server::{telemetry, Application, ServerConfig};
 
 /// Weft: a self-hostable, y-websocket-compatible collaborative editing server.
@@ -103,10 +103,9 @@ async fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     telemetry::init(config.log_format);
-    let store = if config.store.trim() == "sled" {
-        format!("sled in {}", config.data_dir.display())
-    } else {
-        "postgresql".to_string()
+    let store = match config.store_kind() {
+        Ok(StoreKind::Postgres(_)) => "postgresql".to_string(),
+        _ => format!("sled in {}", config.data_dir.display()),
     };
     let cluster = config.redis.is_some();
     let app = Application::build(config)

@@ -145,6 +145,20 @@ impl ServerConfig {
         config
     }
 
+    /// Which store `--store` names.
+    pub fn store_kind(&self) -> Result<StoreKind<'_>, String> {
+        let store = self.store.trim();
+        if store == "sled" {
+            Ok(StoreKind::Sled)
+        } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            Ok(StoreKind::Postgres(store))
+        } else {
+            Err(format!(
+                "--store must be `sled` or a postgres:// URL, not {store:?}"
+            ))
+        }
+    }
+
     /// The document-layer part of the configuration.
     pub fn doc_config(&self) -> DocConfig {
         DocConfig {
@@ -157,6 +171,15 @@ impl ServerConfig {
             ..DocConfig::default()
         }
     }
+}
+
+/// Where documents are stored, as `--store` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind<'a> {
+    /// The embedded sled database in `--data-dir`.
+    Sled,
+    /// PostgreSQL at this URL (shared by a cluster's nodes).
+    Postgres(&'a str),
 }
 
 /// Why the configuration file could not be used.

@@ -12,7 +12,7 @@ use weft_crdt::store::{PostgresStore, StoreError};
 use weft_crdt::{DocStore, Registry, RegistryOptions, SledStore};
 
 use crate::auth::Authenticator;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreKind};
 use crate::limits::ConnectionLimits;
 use crate::state::AppState;
 use crate::webhook::Webhooks;
@@ -70,18 +70,12 @@ fn is_websocket_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// Opens the store `--store` names: sled in `--data-dir`, or PostgreSQL.
 async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DocStore>, StartupError> {
-    let store = config.store.trim();
-    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
-        let postgres = PostgresStore::connect(store, config.postgres_pool)
+    if let StoreKind::Postgres(url) = config.store_kind().map_err(StartupError::Config)? {
+        let postgres = PostgresStore::connect(url, config.postgres_pool)
             .await
             .map_err(StartupError::Postgres)?;
         tracing::info!("storing documents in PostgreSQL");
         return Ok(Arc::new(postgres));
-    }
-    if store != "sled" {
-        return Err(StartupError::Config(format!(
-            "--store must be `sled` or a postgres:// URL, not {store:?}"
-        )));
     }
     let sled =
         SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(|source| {
@@ -98,7 +92,7 @@ async fn join_cluster(config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupE
     let Some(url) = &config.redis else {
         return Ok(Arc::new(LocalFanout::new()));
     };
-    if config.store.trim() == "sled" {
+    if config.store_kind() == Ok(StoreKind::Sled) {
         return Err(StartupError::Config(
             "--redis (cluster mode) needs a store every node shares: set --store postgres://...; \
              with sled each node would keep its own copy of every document"
