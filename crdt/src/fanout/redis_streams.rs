@@ -375,12 +375,10 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
         let mut positions = Vec::new();
         let mut generations = HashMap::new();
         for (name, subscription) in shared.subscriptions().iter() {
-            keys.push(shared.doc_key(name));
+            let key = shared.doc_key(name);
+            keys.push(key.clone());
             positions.push(subscription.position.clone());
-            generations.insert(
-                shared.doc_key(name),
-                (name.clone(), subscription.generation),
-            );
+            generations.insert(key, (name.clone(), subscription.generation));
         }
         keys.push(wake_key.clone());
         positions.push(wake_position.clone());
