@@ -34,7 +34,8 @@ trap cleanup EXIT
 service_env=$(bash tests/cluster-services.sh start "$work/svc")
 eval "$service_env"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 
 # CPU seconds (utime + stime) of Redis and every PostgreSQL process.
 services_cpu() {
@@ -65,10 +66,7 @@ run() {
     node_pids+=($!)
     pids+=($!)
     urls+=(--url "ws://127.0.0.1:$port/{doc}")
-    for _ in $(seq 100); do
-      (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_for_port "$port" || { echo "node $i did not start; log:" >&2; cat "$work/$label-$i.log" >&2; return 1; }
   done
   local pid_args=()
   for pid in "${node_pids[@]}"; do pid_args+=(--pid "$pid"); done

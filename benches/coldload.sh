@@ -21,7 +21,8 @@ load=$root/target/release/weft-load
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 
 # start NAME PORT -> SERVER_PID, URL
 start() {
@@ -35,10 +36,7 @@ start() {
       URL="ws://127.0.0.1:$2/d/{doc}/ws/{doc}" ;;
   esac
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    (echo >"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
-    sleep 0.05
-  done
+  wait_for_port "$2" && return 0
   echo "$1 did not start" >&2
   return 1
 }

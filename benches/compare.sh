@@ -42,7 +42,8 @@ install_peers() {
 }
 [ -n "${SKIP_INSTALL:-}" ] || install_peers
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 
 # start_server NAME PORT DATA -> sets SERVER_PID, URL_TEMPLATE and LOAD_ARGS
 start_server() {
@@ -68,10 +69,7 @@ start_server() {
       URL_TEMPLATE="ws://127.0.0.1:$port/d/{doc}/ws/{doc}" ;;
   esac
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
+  wait_for_port "$port" && return 0
   echo "$name did not start; log:" >&2; cat "$data.log" >&2; return 1
 }
 
