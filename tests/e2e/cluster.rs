@@ -49,17 +49,6 @@ fn text_of_stored(stored: &weft_crdt::store::StoredDoc) -> String {
     text.get_string(&txn)
 }
 
-/// An update that appends `chunk` to the text of a fresh client `client`.
-fn append_update(client: u64, chunk: &str) -> Bytes {
-    let doc = yrs::Doc::with_client_id(client);
-    let text = doc.get_or_insert_text("text");
-    let mut txn = doc.transact_mut();
-    text.insert(&mut txn, 0, chunk);
-    drop(txn);
-    let txn = doc.transact();
-    Bytes::from(txn.encode_state_as_update_v1(&StateVector::default()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_appends_loads_compacts_and_deletes() {
     let store = postgres().await;
@@ -69,11 +58,15 @@ async fn postgres_store_appends_loads_compacts_and_deletes() {
     assert!(!store.exists(&name).await.unwrap());
 
     store
-        .append(&name, 0, vec![append_update(1, "a"), append_update(2, "b")])
+        .append(
+            &name,
+            0,
+            vec![Bytes::from(text_update("a")), Bytes::from(text_update("b"))],
+        )
         .await
         .unwrap();
     store
-        .append(&prefix_twin, 0, vec![append_update(3, "twin")])
+        .append(&prefix_twin, 0, vec![Bytes::from(text_update("twin"))])
         .await
         .unwrap();
     let loaded = store.load(&name).await.unwrap();
