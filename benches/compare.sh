@@ -12,6 +12,8 @@
 # Each server is pinned to CPU 0 and the load generator (target/release/weft-load) to CPU 1.
 # Prints one JSON line per run and a table with the Weft/peer ratio of every figure.
 # Env: PEERS="weft node-ref hocuspocus y-sweet" DURATION=20 SKIP_INSTALL=1
+#      WEFT_BASE_BIN=path/to/an/older/weft  adds the peer "weft-base" (same flags as weft), to
+#                                           measure a change against the build before it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -50,8 +52,10 @@ start_server() {
   local name=$1 port=$2 data=$3
   LOAD_ARGS=""
   case $name in
-    weft)
-      taskset -c 0 "$root/target/release/weft" --addr "127.0.0.1:$port" --data-dir "$data" \
+    weft|weft-base)
+      local bin=$root/target/release/weft
+      [ "$name" = weft-base ] && bin=${WEFT_BASE_BIN:?set WEFT_BASE_BIN to compare against weft-base}
+      taskset -c 0 "$bin" --addr "127.0.0.1:$port" --data-dir "$data" \
         --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
         --max-messages-per-second 100000 >"$data.log" 2>&1 &
       URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`startup`]: [`Application`], which binds, serves and shuts down.
 //! - [`session`]: the WebSocket upgrade and the per-connection loop.
+//! - [`outbound`]: the WebSocket response body that writes the document's frames.
 //! - [`routes`]: plain HTTP routes (health checks, 404).
 //! - [`web`]: the embedded browser editor.
 //! - [`error`]: HTTP error mapping.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod outbound;
 pub mod routes;
 pub mod session;
 pub mod startup;

@@ -4,9 +4,10 @@
 //! connection slot taken (503). A read-only token gives a session whose updates the document
 //! refuses with a y-protocols "permission denied" message.
 //!
-//! A session decodes each incoming binary frame (one y-protocols message per frame), hands it
-//! to the document actor, and writes whatever the actor queues for it. It never touches the
-//! document itself. It ends, with a WebSocket close code and one log line, when the client
+//! A session decodes each incoming binary frame (one y-protocols message per frame) and hands it
+//! to the document actor. What the actor queues for the connection does not pass through the
+//! session: the response body ([`OutboundBody`]) writes it to the socket. The session never
+//! touches the document itself. It ends, with a WebSocket close code and one log line, when the client
 //! leaves or misbehaves, when the document drops it (too slow, deleted), when the client stops
 //! answering pings, or when the server shuts down.
 
@@ -14,17 +15,15 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason as WsCloseReason, ProtocolError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weft_crdt::protocol::decode_client_message;
 use weft_crdt::{CloseReason, ConnId, DocHandle, DocName, Outbound};
 
 use crate::auth::{self, Permission};
 use crate::error::ApiError;
 use crate::limits::{ConnectionPermit, RateLimiter};
+use crate::outbound::{DocEnded, OutboundBody};
 use crate::state::AppState;
-
-/// Most frames written per wake-up before the session looks at its socket again.
-const WRITE_BURST: usize = 64;
 
 /// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, upgrades, starts a session.
 pub async fn upgrade(
@@ -39,6 +38,14 @@ pub async fn upgrade(
         tracing::warn!(doc = %name, reason = %error, "connection refused");
     })?;
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    // The document's frames go straight into the response body; actix-ws's own body stays
+    // inside it for the session's control frames.
+    let (outbound, queue) = mpsc::channel(state.config.outbound_queue);
+    let (ended_tx, ended) = oneshot::channel();
+    let (response, control) = response.into_parts();
+    let response = response
+        .set_body(OutboundBody::new(queue, control, ended_tx))
+        .map_into_boxed_body();
     let conn = uuid::Uuid::new_v4();
     let max = state.config.max_message_bytes;
     let stream = stream
@@ -54,7 +61,13 @@ pub async fn upgrade(
         can_write: access.permission == Permission::Write,
         _permit: permit,
     };
-    actix_web::rt::spawn(run(state.into_inner(), client, ws, stream));
+    let channels = Channels {
+        outbound,
+        ended,
+        ws,
+        stream,
+    };
+    actix_web::rt::spawn(run(state.into_inner(), client, channels));
     Ok(response)
 }
 
@@ -98,14 +111,26 @@ struct Client {
     _permit: ConnectionPermit,
 }
 
-async fn run(
-    state: std::sync::Arc<AppState>,
-    client: Client,
-    mut ws: actix_ws::Session,
-    mut stream: actix_ws::AggregatedMessageStream,
-) {
+/// A session's ends of the connection.
+struct Channels {
+    /// Where the document queues frames for this connection (read by [`OutboundBody`]).
+    outbound: mpsc::Sender<Outbound>,
+    /// Hears from [`OutboundBody`] if the document lets go of the connection.
+    ended: oneshot::Receiver<DocEnded>,
+    /// Control frames: pings, pongs, the close frame.
+    ws: actix_ws::Session,
+    /// What the client sends.
+    stream: actix_ws::AggregatedMessageStream,
+}
+
+async fn run(state: std::sync::Arc<AppState>, client: Client, channels: Channels) {
     let (name, conn, peer) = (&client.name, client.conn, &client.peer);
-    let (outbound, mut queue) = mpsc::channel(state.config.outbound_queue);
+    let Channels {
+        outbound,
+        mut ended,
+        mut ws,
+        mut stream,
+    } = channels;
     let doc = match state
         .registry
         .join(name, conn, outbound, client.can_write)
@@ -129,7 +154,7 @@ async fn run(
         conn,
         &mut ws,
         &mut stream,
-        &mut queue,
+        &mut ended,
         &mut shutdown,
     )
     .await;
@@ -173,13 +198,12 @@ async fn serve(
     conn: ConnId,
     ws: &mut actix_ws::Session,
     stream: &mut actix_ws::AggregatedMessageStream,
-    queue: &mut mpsc::Receiver<Outbound>,
+    ended: &mut oneshot::Receiver<DocEnded>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let mut last_heard = Instant::now();
     let mut rate = RateLimiter::new(state.config.max_messages_per_second);
     let bytes_in = metrics::counter!("weft_bytes_in_total");
-    let bytes_out = metrics::counter!("weft_bytes_out_total");
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     loop {
@@ -188,26 +212,14 @@ async fn serve(
             _ = shutdown.changed() => {
                 return End::from_doc(CloseReason::ShuttingDown);
             }
-            outbound = queue.recv() => {
-                let mut next = outbound;
-                for _ in 0..WRITE_BURST {
-                    match next {
-                        Some(Outbound::Frame(frame)) => {
-                            bytes_out.increment(frame.len() as u64);
-                            if ws.binary(frame).await.is_err() {
-                                return End::ClientGone;
-                            }
-                        }
-                        Some(Outbound::Close(reason)) => return End::from_doc(reason),
-                        // The document dropped this session: it could not keep up.
-                        None => return End::slow(),
-                    }
-                    match queue.try_recv() {
-                        Ok(more) => next = Some(more),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => next = None,
-                    }
-                }
+            why = &mut *ended => {
+                return match why {
+                    Ok(DocEnded::Closed(reason)) => End::from_doc(reason),
+                    // The document dropped this session: it could not keep up.
+                    Ok(DocEnded::Dropped) => End::slow(),
+                    // The response body is gone: so is the connection.
+                    Err(_) => End::ClientGone,
+                };
             }
             incoming = stream.recv() => {
                 last_heard = Instant::now();
