@@ -88,9 +88,11 @@ struct Outgoing {
     update_sources: HashSet<ConnId>,
     /// API callers to answer once the updates are durable.
     api_replies: Vec<tokio::sync::oneshot::Sender<Result<(), DocError>>>,
+    /// Reads to answer once the updates they saw are durable.
+    read_replies: Vec<tokio::sync::oneshot::Sender<Result<(), DocError>>>,
     /// Sessions to close after sending, with the reason.
     closes: Vec<(ConnId, CloseReason)>,
-    /// yrs panicked while applying an update: the in-memory document is untrustworthy.
+    /// yrs panicked on or rejected an update: the in-memory document is untrustworthy.
     poisoned: bool,
 }
 
@@ -442,9 +444,15 @@ impl DocActor {
                     }
                     DocCommand::Read { read, reply } => {
                         self.apply_pending(&mut pending_updates, &mut out);
-                        let result = catch_unwind(AssertUnwindSafe(|| read(self.awareness.doc())))
-                            .map_err(|_| DocError::Unavailable("read panicked".into()));
-                        let _ = reply.send(result);
+                        match catch_unwind(AssertUnwindSafe(|| read(self.awareness.doc()))) {
+                            // The read may have seen this batch's updates: it is answered only
+                            // once they are stored (and never if the batch is dropped).
+                            Ok(()) => out.read_replies.push(reply),
+                            Err(_) => {
+                                let _ =
+                                    reply.send(Err(DocError::Unavailable("read panicked".into())));
+                            }
+                        }
                     }
                     command @ (DocCommand::Delete { .. }
                     | DocCommand::Shutdown { .. }
@@ -484,7 +492,7 @@ impl DocActor {
             // Nothing of this batch is stored or sent. The offender is told why; everyone else
             // reconnects to a fresh actor that reloads the stored state (their clients resend
             // whatever of theirs was in this batch).
-            tracing::error!(doc = %self.name, "an update made yrs panic; reloading the document from storage");
+            tracing::error!(doc = %self.name, "yrs rejected or panicked on an update; reloading the document from storage");
             for (conn, reason) in out.closes.drain(..) {
                 if let Some(session) = self.sessions.remove(&conn) {
                     let _ = session.outbound.try_send(Outbound::Close(reason));
@@ -492,6 +500,10 @@ impl DocActor {
             }
             for reply in out.api_replies.drain(..) {
                 let _ = reply.send(Err(DocError::Unavailable("document reloading".into())));
+            }
+            // What a read saw is gone with the batch: it runs again on the reloaded document.
+            for reply in out.read_replies.drain(..) {
+                let _ = reply.send(Err(DocError::Unloaded));
             }
             if let Some(command) = stop {
                 refuse(command, DocError::Unloaded);
@@ -555,8 +567,9 @@ impl DocActor {
     }
 
     /// Applies the updates collected so far in one transaction, recording the accepted ones.
-    /// If yrs panics (a crafted update can trigger bugs in it), the document is marked poisoned:
-    /// its in-memory state can no longer be trusted and must not be touched again.
+    /// If yrs panics (a crafted update can trigger bugs in it) or rejects an update (which it may
+    /// have half applied), the document is marked poisoned: its in-memory state can no longer be
+    /// trusted and must not be touched again.
     fn apply_pending(
         &mut self,
         pending: &mut Vec<(IncomingUpdate, UpdateOrigin)>,
@@ -614,7 +627,13 @@ impl DocActor {
                 full_state_changed = true;
                 let error = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
                     Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(format!("update rejected: {error}")),
+                    // yrs integrates block by block and stops at the first bad one: what came
+                    // before it is in the document already. That half must never be served,
+                    // so the document reloads from storage, as after a panic.
+                    Ok(Err(error)) => {
+                        out.poisoned = true;
+                        Some(format!("update rejected: {error}"))
+                    }
                     Err(_) => {
                         out.poisoned = true;
                         Some("update made the document panic".to_string())
@@ -918,7 +937,7 @@ impl DocActor {
             }
             Err(error) => {
                 tracing::error!(doc = %self.name, %error, "append failed; stopping the document");
-                for reply in out.api_replies.drain(..) {
+                for reply in out.api_replies.drain(..).chain(out.read_replies.drain(..)) {
                     let _ = reply.send(Err(DocError::Unavailable(error.to_string())));
                 }
                 self.fail(format!("storage failed: {error}"));
@@ -937,6 +956,7 @@ impl DocActor {
             publish,
             update_sources,
             api_replies,
+            read_replies,
             closes,
             update_bytes: _,
             poisoned: _,
@@ -989,7 +1009,7 @@ impl DocActor {
                 dead.push((*conn, why));
             }
         }
-        for reply in api_replies {
+        for reply in api_replies.into_iter().chain(read_replies) {
             let _ = reply.send(Ok(()));
         }
         for (conn, reason) in closes {

@@ -1,5 +1,6 @@
 //! A sequence of frames from one client, through the real document actor (in-memory store).
-//! The session stops at the first frame the decoder rejects, as the server does. Afterwards the
+//! The session stops at the first frame the decoder rejects, as the server does, and after the
+//! first update yrs rejects (the server then reloads the document from storage). Afterwards the
 //! document must hold exactly the updates that were accepted: its state vector equals that of a
 //! reference document fed only those updates.
 #![no_main]
@@ -31,30 +32,56 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 fuzz_target!(|frames: Vec<Vec<u8>>| {
     let rt = runtime();
     rt.block_on(async move {
-        let registry = Registry::new(Arc::new(MemoryStore::new()), DocConfig::default(), rt.handle().clone());
+        let registry = Registry::new(
+            Arc::new(MemoryStore::new()),
+            DocConfig::default(),
+            rt.handle().clone(),
+        );
         let name = DocName::new("fuzz").unwrap();
         let (outbound, mut inbox) = mpsc::channel(1024);
         let conn = weft_crdt::ConnId::from_u128(1);
-        let doc = registry.join(&name, conn, outbound, true).await.expect("join");
-        let reference = Doc::new();
+        let doc = registry
+            .join(&name, conn, outbound, true)
+            .await
+            .expect("join");
+        let mut reference = Doc::new();
+        let mut accepted: Vec<Update> = Vec::new();
         for frame in frames {
             let Ok(message) = decode_client_message(bytes::Bytes::from(frame)) else {
                 break;
             };
+            let mut rejected = false;
             if let ClientMessage::Update(incoming) = &message {
                 let update = Update::decode_v1(&incoming.bytes).expect("decoded once already");
                 let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     reference.transact_mut().apply_update(update)
                 }));
-                match applied {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    // yrs itself panics on this update (a known yrs bug, see regressions/): the
-                    // actor catches that and reloads, so there is no reference state to compare.
-                    Err(_) => return,
+                if !matches!(applied, Ok(Ok(()))) {
+                    // yrs refused the update (or panicked on it, a known yrs bug, see
+                    // regressions/), possibly after integrating part of it. The server must
+                    // reload the document from storage: only the accepted updates remain.
+                    rejected = true;
+                    reference = Doc::new();
+                    for update in accepted.drain(..) {
+                        reference
+                            .transact_mut()
+                            .apply_update(update)
+                            .expect("accepted before");
+                    }
+                } else {
+                    accepted
+                        .push(Update::decode_v1(&incoming.bytes).expect("decoded once already"));
                 }
             }
+            if rejected {
+                // The server drops the whole batch a rejected update arrives in: let the updates
+                // before it be handled (and stored) first.
+                registry.read(&name, |_| ()).await.expect("read");
+            }
             assert!(doc.message(conn, message).await);
+            if rejected {
+                break;
+            }
         }
         doc.leave(conn).await;
         let server_sv = registry
@@ -63,11 +90,18 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
             .expect("read");
         // A clock of 0 means "nothing from this client", listed or not.
         let nonzero = |sv: yrs::StateVector| {
-            let mut v: Vec<(u64, u32)> = sv.iter().filter(|(_, c)| **c > 0).map(|(id, c)| (id.get(), *c)).collect();
+            let mut v: Vec<(u64, u32)> = sv
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(id, c)| (id.get(), *c))
+                .collect();
             v.sort();
             v
         };
-        assert_eq!(nonzero(server_sv), nonzero(reference.transact().state_vector()));
+        assert_eq!(
+            nonzero(server_sv),
+            nonzero(reference.transact().state_vector())
+        );
         while inbox.try_recv().is_ok() {}
         registry.shutdown().await;
     });

@@ -237,3 +237,53 @@ async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
     drop((writer, watcher));
     app.stop().await;
 }
+
+/// Found by `cargo fuzz run session`: yrs integrates an update block by block and returns an
+/// error at the first bad one (here an invalid parent), with the blocks before it already in the
+/// document. That half was never stored nor broadcast, so it must never be served either: the
+/// document reloads from storage, as after a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_applied_update_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let mut writer = TestClient::connect_synced(&app.ws_url("half")).await;
+    writer.insert(0, "base").await;
+    let mut watcher = TestClient::connect_synced(&app.ws_url("half")).await;
+    watcher.pump_until("base", |c| c.text() == "base").await;
+
+    let accepted = vec![
+        0, 2, 31, 2, 2, 65, 65, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 233, 255, 255, 41, 1, 1, 65, 1, 1,
+        1, 1, 115, 241, 1, 169, 39,
+    ];
+    let rejected = vec![
+        0, 2, 31, 2, 2, 69, 0, 0, 69, 1, 1, 1, 1, 1, 1, 1, 1, 52, 1, 0, 2, 1, 1, 1, 33, 1, 33, 1,
+        1, 1, 1, 1, 169, 0,
+    ];
+    let mut evil = TestClient::connect_synced(&app.ws_url("half")).await;
+    evil.send(accepted).await;
+    evil.send(rejected).await;
+    let code = evil.expect_close().await;
+    assert_eq!(
+        code,
+        Some(1007),
+        "the offender is closed as sending invalid data"
+    );
+
+    // Client 69's blocks precede the bad one in the rejected update: yrs had integrated them.
+    let fresh = TestClient::connect_synced(&app.ws_url("half")).await;
+    assert_eq!(fresh.text(), "base");
+    let served = fresh.doc.transact().state_vector();
+    assert_eq!(
+        served.get(&yrs::ClientID::new(69)),
+        0,
+        "nothing of the rejected update is served"
+    );
+    let mut other = TestClient::connect_synced(&app.ws_url("half")).await;
+    let mut fresh = fresh;
+    fresh.insert(4, "+after").await;
+    other
+        .pump_until("a later edit", |c| c.text() == "base+after")
+        .await;
+    drop((writer, watcher));
+    app.stop().await;
+}
