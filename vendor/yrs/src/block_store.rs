@@ -305,6 +305,22 @@ impl BlockStore {
         }
     }
 
+    /// Whether `len` clock values from `id` lie inside one integrated skip, i.e. a hole that a
+    /// block from `id` may fill (weft patch).
+    pub(crate) fn is_hole(&self, id: &ID, len: u32) -> bool {
+        let Some(list) = self.clients.get(&id.client) else {
+            return false;
+        };
+        if list.inner.is_empty() {
+            return false;
+        }
+        let Some(index) = list.find_index(id.clock) else {
+            return false;
+        };
+        let block = unsafe { &*list.inner[index].get() };
+        block.is_skip() && block.clock_start() <= id.clock && id.clock + len <= block.next_clock()
+    }
+
     pub fn push(&mut self, block: Block) {
         let id = block.id();
         match self.clients.entry(id.client) {

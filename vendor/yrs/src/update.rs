@@ -343,6 +343,16 @@ impl Update {
                         .or_insert_with(|| txn.store.blocks.get_clock(&id.client));
                     let offset = (*local_clock as i32) - (id.clock as i32);
 
+                    if offset > 0 && !txn.store.blocks.is_hole(&id, len) {
+                        // weft patch: the block starts below what the store holds and does not
+                        // fill a hole, so (part of) it is integrated already — e.g. a client's
+                        // blocks listed twice in one update, which `exclude` does not see.
+                        // Integrating it would overwrite a live block (`BlockStore::push`
+                        // assumes a skip there); like Yjs, drop what is already known.
+                        next = picker.next();
+                        continue;
+                    }
+
                     if let Some(missing) =
                         Self::missing_dependency(&mut stack_head, &mut txn.store)?
                     {

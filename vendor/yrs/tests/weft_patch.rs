@@ -12,6 +12,10 @@
 //! ```
 //!
 //! A plain `cargo test` still checks that the updates apply and converge in either order.
+//!
+//! The second pair lists one client's blocks twice in one update: the second copy starts below
+//! what the store already holds and used to overwrite a live block in `BlockStore::push` (which
+//! assumed it was filling a skip), freeing a block its neighbours still pointed to.
 
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
@@ -30,6 +34,20 @@ const STRADDLING_KNOWN_STATE: [&[u8]; 2] = [
         1, 1, 1, 169, 39,
     ],
 ];
+
+/// Client 65 appears twice in the second update; its second copy overlaps the first.
+const CLIENT_LISTED_TWICE: [&[u8]; 2] = [
+    &[
+        2, 2, 65, 251, 0, 1, 38, 1, 1, 1, 65, 1, 1, 59, 1, 1, 0, 1, 1, 1, 1, 9, 1, 255, 255, 1, 1,
+        1, 1, 169, 0,
+    ],
+    &[
+        2, 2, 65, 251, 0, 1, 38, 1, 1, 1, 65, 1, 1, 59, 1, 65, 0, 1, 1, 1, 1, 9, 1, 1, 1, 1, 1, 1,
+        1, 169, 0,
+    ],
+];
+
+const CLIENT_65: ClientID = ClientID::new(65);
 
 fn apply_in_order(updates: &[&[u8]], order: &[usize]) -> StateVector {
     let doc = Doc::new();
@@ -64,4 +82,12 @@ fn the_same_update_applied_twice_changes_nothing() {
     }
     let txn = doc.transact();
     assert_eq!(txn.state_vector().get(&CLIENT_1), 65);
+}
+
+#[test]
+fn blocks_listed_twice_in_one_update_do_not_overwrite_integrated_ones() {
+    let forward = apply_in_order(&CLIENT_LISTED_TWICE, &[0, 1]);
+    assert_eq!(forward.get(&CLIENT_65), 9);
+    let backward = apply_in_order(&CLIENT_LISTED_TWICE, &[1, 0]);
+    assert_eq!(forward, backward, "the same state whatever the order");
 }
