@@ -202,9 +202,10 @@ async fn strange_document_names_are_refused_or_kept_apart() {
     app.stop().await;
 }
 
-/// Found by `cargo fuzz run session`: an update that decodes but makes yrs 0.28 panic while
-/// applying it (index out of bounds in block_store.rs). The offender is closed, the document
-/// reloads from storage, the other clients reconnect and nothing stored is lost.
+/// Found by `cargo fuzz run session`: two updates that decode but make yrs 0.28 panic while
+/// applying the second (`BlockStore::push` unwraps a block lookup that fails). The offender is
+/// closed, the document reloads from storage, the other clients reconnect and nothing stored is
+/// lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,12 +215,20 @@ async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
     writer.insert(0, "base").await;
     watcher.pump_until("base", |c| c.text() == "base").await;
 
-    let frame = vec![
-        0, 2, 31, 2, 2, 65, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 255, 169, 255, 255, 255, 1, 1, 1, 1, 1,
-        1, 1, 1, 1, 1, 1, 169, 39,
+    let frames = [
+        vec![
+            0, 2, 31, 2, 2, 65, 65, 0, 1, 1, 1, 1, 1, 1, 1, 1, 59, 1, 1, 0, 255, 255, 255, 255, 9,
+            1, 1, 1, 1, 1, 1, 1, 169, 0,
+        ],
+        vec![
+            0, 2, 31, 2, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 59, 1, 1, 0, 1, 1, 1, 1, 9, 1, 1, 1,
+            1, 1, 1, 1, 169, 0,
+        ],
     ];
     let mut evil = TestClient::connect_synced(&app.ws_url("poison")).await;
-    evil.send(frame).await;
+    for frame in frames {
+        evil.send(frame).await;
+    }
     let code = evil.expect_close().await;
     assert!(
         matches!(code, Some(1007) | Some(1011)),
