@@ -30,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::sleep_until;
 use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::updates::encoder::{Encoder, EncoderV1};
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 
 use crate::command::{CloseReason, ConnId, DocCommand, DocError, Outbound};
@@ -743,11 +744,34 @@ impl DocActor {
         }
     }
 
+    /// What the document holds beyond `state_vector`, including updates still waiting for their
+    /// dependencies. yrs 0.28 can panic while merging that pending part in (crafted updates leave
+    /// pending state it cannot decode again); a client is then sent the integrated state alone,
+    /// and the pending part stays in storage until its dependencies arrive.
     fn encode_diff(&self, state_vector: &StateVector) -> Vec<u8> {
-        self.awareness
-            .doc()
-            .transact()
-            .encode_state_as_update_v1(state_vector)
+        let txn = self.awareness.doc().transact();
+        match catch_unwind(AssertUnwindSafe(|| {
+            txn.encode_state_as_update_v1(state_vector)
+        })) {
+            Ok(update) => update,
+            Err(_) => {
+                tracing::warn!(doc = %self.name,
+                    "yrs could not encode the document's pending updates; sending the integrated state");
+                let mut encoder = EncoderV1::new();
+                txn.encode_diff(state_vector, &mut encoder);
+                encoder.to_vec()
+            }
+        }
+    }
+
+    /// The whole state for a snapshot, pending updates included; `None` if yrs cannot encode it
+    /// (see [`Self::encode_diff`]): then the log is kept instead, so nothing is lost.
+    fn encode_snapshot(&self) -> Option<Vec<u8>> {
+        let txn = self.awareness.doc().transact();
+        catch_unwind(AssertUnwindSafe(|| {
+            txn.encode_state_as_update_v1(&StateVector::default())
+        }))
+        .ok()
     }
 
     fn apply_awareness(
@@ -1056,7 +1080,11 @@ impl DocActor {
     /// Replaces the snapshot with the current state and drops the log it covers.
     async fn compact(&mut self) -> Result<(), DocError> {
         let started = Instant::now();
-        let snapshot = self.encode_diff(&StateVector::default());
+        let Some(snapshot) = self.encode_snapshot() else {
+            return Err(DocError::Unavailable(
+                "yrs could not encode the document's pending updates".into(),
+            ));
+        };
         let size = snapshot.len() as u64;
         self.store
             .compact(&self.name, snapshot, self.next_seq)

@@ -296,3 +296,38 @@ async fn a_half_applied_update_is_never_served() {
     drop((writer, watcher));
     app.stop().await;
 }
+
+/// Found by `cargo fuzz run session`: an update that yrs accepts into its pending store, after
+/// which it panics whenever it encodes the document with that pending part (it cannot decode its
+/// own encoding of it). That used to take the document's actor down on the next client's sync.
+/// Now a joining client gets the integrated state and everyone carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_state_yrs_cannot_encode_does_not_stop_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let mut writer = TestClient::connect_synced(&app.ws_url("pending")).await;
+    writer.insert(0, "base").await;
+    let mut watcher = TestClient::connect_synced(&app.ws_url("pending")).await;
+    watcher.pump_until("base", |c| c.text() == "base").await;
+
+    let mut evil = TestClient::connect_synced(&app.ws_url("pending")).await;
+    evil.send(vec![
+        0, 2, 31, 2, 2, 1, 1, 0, 69, 1, 1, 1, 1, 1, 1, 0, 59, 2, 65, 251, 65, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 169, 0,
+    ])
+    .await;
+    // Let the update land before the next client asks for the whole document.
+    evil.pump_one(Duration::from_millis(200)).await;
+
+    let mut fresh = TestClient::connect_synced(&app.ws_url("pending")).await;
+    assert_eq!(fresh.text(), "base");
+    fresh.insert(4, "+after").await;
+    watcher
+        .pump_until("an edit after the sync", |c| c.text() == "base+after")
+        .await;
+    writer
+        .pump_until("an edit after the sync", |c| c.text() == "base+after")
+        .await;
+    assert!(watcher.closed.is_none() && writer.closed.is_none());
+    app.stop().await;
+}
