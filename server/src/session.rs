@@ -7,9 +7,9 @@
 //! A session decodes each incoming binary frame (one y-protocols message per frame) and hands it
 //! to the document actor. What the actor queues for the connection does not pass through the
 //! session: the response body ([`OutboundBody`]) writes it to the socket. The session never
-//! touches the document itself. It ends, with a WebSocket close code and one log line, when the client
-//! leaves or misbehaves, when the document drops it (too slow, deleted), when the client stops
-//! answering pings, or when the server shuts down.
+//! touches the document itself. It ends, with a WebSocket close code and one log line, when the
+//! client leaves or misbehaves, when the document drops it (too slow, deleted), when the client
+//! stops answering pings, or when the server shuts down.
 
 use std::time::Instant;
 
