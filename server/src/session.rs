@@ -204,8 +204,11 @@ async fn serve(
     let mut last_heard = Instant::now();
     let mut rate = RateLimiter::new(state.config.max_messages_per_second);
     let bytes_in = metrics::counter!("weft_bytes_in_total");
-    let mut ping = tokio::time::interval(state.config.ping_interval);
-    ping.tick().await;
+    // The first ping is one period away. (Not `interval()` + an awaited first tick: that tick
+    // waits for the timer wheel's next millisecond, which delayed every session's first message
+    // by up to 1 ms — the client's SyncStep1, so every sync.)
+    let period = state.config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             biased;
