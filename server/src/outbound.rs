@@ -19,8 +19,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use weft_crdt::{CloseReason, Outbound};
 
-/// Most bytes encoded per poll before the buffer is handed to the socket.
-const MAX_CHUNK_BYTES: usize = 256 * 1024;
+/// Most bytes encoded per poll before the buffer is handed to the socket (what one connection
+/// holds in user space beyond its queue; under overload that is per connection, so it stays small).
+const MAX_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Why the document stopped feeding a connection; the session turns it into a close frame.
 #[derive(Debug)]
