@@ -4,35 +4,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// Connects a writer and a watcher, writes "base", and returns them with the app.
-async fn setup(config: weft_server::ServerConfig, doc: &str) -> (TestApp, TestClient, TestClient) {
-    let app = spawn_app(config).await;
-    let mut writer = TestClient::connect_synced(&app.ws_url(doc)).await;
-    let mut watcher = TestClient::connect_synced(&app.ws_url(doc)).await;
-    writer.insert(0, "base").await;
-    watcher.pump_until("base", |c| c.text() == "base").await;
-    (app, writer, watcher)
-}
-
-/// After the offender is gone: the doc still holds exactly "base", and edits still flow.
-async fn assert_unharmed(
-    app: &TestApp,
-    doc: &str,
-    writer: &mut TestClient,
-    watcher: &mut TestClient,
-) {
-    let fresh = TestClient::connect_synced(&app.ws_url(doc)).await;
-    assert_eq!(fresh.text(), "base", "document unchanged by the bad input");
-    writer.insert(4, "+more").await;
-    watcher
-        .pump_until("later edit", |c| c.text() == "base+more")
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_close_only_the_offender() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, mut writer, mut watcher) = setup(test_config(dir.path()), "victim").await;
+    let (app, mut writer, mut watcher) = spawn_with_base(test_config(dir.path()), "victim").await;
     let valid_update = {
         let doc = yrs::Doc::new();
         use yrs::{ReadTxn, Text, Transact};
@@ -81,7 +56,7 @@ async fn text_frames_and_oversize_frames_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.max_message_bytes = 64 * 1024;
-    let (app, mut writer, mut watcher) = setup(config, "limits").await;
+    let (app, mut writer, mut watcher) = spawn_with_base(config, "limits").await;
 
     let mut bad = TestClient::connect_synced(&app.ws_url("limits")).await;
     bad.send_message(Message::Text("hello".into()))
@@ -128,7 +103,7 @@ async fn a_client_that_never_reads_is_disconnected_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.outbound_queue = 8;
-    let (app, mut writer, mut watcher) = setup(config, "slow").await;
+    let (app, mut writer, mut watcher) = spawn_with_base(config, "slow").await;
     // Connects, then never reads again.
     let mut sleeper = TestClient::connect_synced(&app.ws_url("slow")).await;
     // Enough data to fill the socket buffers (about 10 MB on loopback) and then the 8-frame

@@ -409,3 +409,31 @@ impl Drop for WeftProcess {
         }
     }
 }
+
+/// Connects a writer and a watcher, writes "base", and returns them with the app.
+pub async fn spawn_with_base(
+    config: weft_server::ServerConfig,
+    doc: &str,
+) -> (TestApp, TestClient, TestClient) {
+    let app = spawn_app(config).await;
+    let mut writer = TestClient::connect_synced(&app.ws_url(doc)).await;
+    let mut watcher = TestClient::connect_synced(&app.ws_url(doc)).await;
+    writer.insert(0, "base").await;
+    watcher.pump_until("base", |c| c.text() == "base").await;
+    (app, writer, watcher)
+}
+
+/// After the offender is gone: the doc still holds exactly "base", and edits still flow.
+pub async fn assert_unharmed(
+    app: &TestApp,
+    doc: &str,
+    writer: &mut TestClient,
+    watcher: &mut TestClient,
+) {
+    let fresh = TestClient::connect_synced(&app.ws_url(doc)).await;
+    assert_eq!(fresh.text(), "base", "document unchanged by the bad input");
+    writer.insert(4, "+more").await;
+    watcher
+        .pump_until("later edit", |c| c.text() == "base+more")
+        .await;
+}

@@ -209,11 +209,7 @@ async fn strange_document_names_are_refused_or_kept_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(test_config(dir.path())).await;
-    let mut writer = TestClient::connect_synced(&app.ws_url("poison")).await;
-    let mut watcher = TestClient::connect_synced(&app.ws_url("poison")).await;
-    writer.insert(0, "base").await;
-    watcher.pump_until("base", |c| c.text() == "base").await;
+    let (app, writer, watcher) = spawn_with_base(test_config(dir.path()), "poison").await;
 
     let frames = [
         vec![
@@ -236,13 +232,9 @@ async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
     );
 
     // The document comes back from storage, unchanged; new edits flow again.
-    let mut fresh = TestClient::connect_synced(&app.ws_url("poison")).await;
+    let fresh = TestClient::connect_synced(&app.ws_url("poison")).await;
     assert_eq!(fresh.text(), "base");
-    let mut other = TestClient::connect_synced(&app.ws_url("poison")).await;
-    fresh.insert(4, "+after").await;
-    other
-        .pump_until("a later edit", |c| c.text() == "base+after")
-        .await;
+    assert_edits_flow_after_reload(&app, "poison", fresh).await;
     drop((writer, watcher));
     app.stop().await;
 }
@@ -254,11 +246,7 @@ async fn an_update_that_makes_yrs_panic_does_not_take_the_document_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_applied_update_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(test_config(dir.path())).await;
-    let mut writer = TestClient::connect_synced(&app.ws_url("half")).await;
-    writer.insert(0, "base").await;
-    let mut watcher = TestClient::connect_synced(&app.ws_url("half")).await;
-    watcher.pump_until("base", |c| c.text() == "base").await;
+    let (app, writer, watcher) = spawn_with_base(test_config(dir.path()), "half").await;
 
     let accepted = vec![
         0, 2, 31, 2, 2, 65, 65, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 233, 255, 255, 41, 1, 1, 65, 1, 1,
@@ -287,12 +275,7 @@ async fn a_half_applied_update_is_never_served() {
         0,
         "nothing of the rejected update is served"
     );
-    let mut other = TestClient::connect_synced(&app.ws_url("half")).await;
-    let mut fresh = fresh;
-    fresh.insert(4, "+after").await;
-    other
-        .pump_until("a later edit", |c| c.text() == "base+after")
-        .await;
+    assert_edits_flow_after_reload(&app, "half", fresh).await;
     drop((writer, watcher));
     app.stop().await;
 }
@@ -304,11 +287,7 @@ async fn a_half_applied_update_is_never_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_state_yrs_cannot_encode_does_not_stop_the_document() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(test_config(dir.path())).await;
-    let mut writer = TestClient::connect_synced(&app.ws_url("pending")).await;
-    writer.insert(0, "base").await;
-    let mut watcher = TestClient::connect_synced(&app.ws_url("pending")).await;
-    watcher.pump_until("base", |c| c.text() == "base").await;
+    let (app, mut writer, mut watcher) = spawn_with_base(test_config(dir.path()), "pending").await;
 
     let mut evil = TestClient::connect_synced(&app.ws_url("pending")).await;
     evil.send(vec![
@@ -330,4 +309,14 @@ async fn pending_state_yrs_cannot_encode_does_not_stop_the_document() {
         .await;
     assert!(watcher.closed.is_none() && writer.closed.is_none());
     app.stop().await;
+}
+
+/// After a document reloaded from storage (its clients were closed): an edit from `fresh`, a
+/// client that synced since, reaches another new client.
+async fn assert_edits_flow_after_reload(app: &TestApp, doc: &str, mut fresh: TestClient) {
+    let mut other = TestClient::connect_synced(&app.ws_url(doc)).await;
+    fresh.insert(4, "+after").await;
+    other
+        .pump_until("a later edit", |c| c.text() == "base+after")
+        .await;
 }
