@@ -749,27 +749,30 @@ impl DocActor {
     /// pending state it cannot decode again); a client is then sent the integrated state alone,
     /// and the pending part stays in storage until its dependencies arrive.
     fn encode_diff(&self, state_vector: &StateVector) -> Vec<u8> {
-        let txn = self.awareness.doc().transact();
-        match catch_unwind(AssertUnwindSafe(|| {
-            txn.encode_state_as_update_v1(state_vector)
-        })) {
-            Ok(update) => update,
-            Err(_) => {
+        self.try_encode_with_pending(state_vector)
+            .unwrap_or_else(|| {
                 tracing::warn!(doc = %self.name,
                     "yrs could not encode the document's pending updates; sending the integrated state");
                 let mut encoder = EncoderV1::new();
-                txn.encode_diff(state_vector, &mut encoder);
+                self.awareness
+                    .doc()
+                    .transact()
+                    .encode_diff(state_vector, &mut encoder);
                 encoder.to_vec()
-            }
-        }
+            })
     }
 
     /// The whole state for a snapshot, pending updates included; `None` if yrs cannot encode it
     /// (see [`Self::encode_diff`]): then the log is kept instead, so nothing is lost.
     fn encode_snapshot(&self) -> Option<Vec<u8>> {
+        self.try_encode_with_pending(&StateVector::default())
+    }
+
+    /// `encode_state_as_update_v1`, or `None` if yrs panics in it.
+    fn try_encode_with_pending(&self, state_vector: &StateVector) -> Option<Vec<u8>> {
         let txn = self.awareness.doc().transact();
         catch_unwind(AssertUnwindSafe(|| {
-            txn.encode_state_as_update_v1(&StateVector::default())
+            txn.encode_state_as_update_v1(state_vector)
         }))
         .ok()
     }
