@@ -303,10 +303,7 @@ impl DocActor {
         if !damage.is_empty() {
             self.unrestored = Some(decoded);
             self.finish_restore();
-            for damage in damage {
-                tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
-                    "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
-            }
+            self.report_damage(&damage);
             return;
         }
         // The whole state in one SyncStep2: clients treat it as "synced".
@@ -329,6 +326,14 @@ impl DocActor {
         }
     }
 
+    /// Logs stored records that were skipped because they do not decode or apply.
+    fn report_damage(&self, damage: &[recovery::Damage]) {
+        for damage in damage {
+            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
+                "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
+        }
+    }
+
     /// Applies the records [`Self::begin_restore`] decoded (any yrs rejects are reported and
     /// skipped, see `recovery`), then sends the server's SyncStep1 to the sessions that joined
     /// meanwhile.
@@ -338,10 +343,7 @@ impl DocActor {
         };
         let started = Instant::now();
         let damage = recovery::apply_records(self.awareness.doc(), records);
-        for damage in &damage {
-            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
-                "stored record is damaged; skipped (run `weft fsck` to list damaged documents)");
-        }
+        self.report_damage(&damage);
         tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "document rebuilt");
         let mut out = Outgoing::default();
@@ -917,10 +919,7 @@ impl DocActor {
             }
         };
         let before = self.awareness.doc().transact().state_vector();
-        for damage in recovery::rebuild_into(self.awareness.doc(), &stored) {
-            tracing::error!(doc = %self.name, record = %damage.record, reason = %damage.reason,
-                "stored record is damaged; skipped");
-        }
+        self.report_damage(&recovery::rebuild_into(self.awareness.doc(), &stored));
         self.full_state = None;
         if self.awareness.doc().transact().state_vector() == before {
             return;
