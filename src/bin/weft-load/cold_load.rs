@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use weft_crdt::protocol;
 use yrs::StateVector;
@@ -18,7 +19,15 @@ use super::{trace, unframe, Args, Conn};
 
 /// Opens one connection to `doc` on the first `--url`.
 async fn open(args: &Args, doc: &str) -> Result<Conn, String> {
-    Conn::open(&args.urls[0].replace("{doc}", doc), doc, args.protocol).await
+    // The default read buffer: a probe reads one large frame.
+    let read_buffer = WebSocketConfig::default().read_buffer_size;
+    Conn::open(
+        &args.urls[0].replace("{doc}", doc),
+        doc,
+        args.protocol,
+        read_buffer,
+    )
+    .await
 }
 
 /// Stores the trace's document under `doc`, then waits `seed_wait` for the server to persist it.
