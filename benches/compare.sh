@@ -2,7 +2,8 @@
 # Runs the same load scenarios against Weft and its peers, side by side, in one run.
 #
 #   bash benches/compare.sh [scenario ...]     scenarios: fanout overload100 overload500
-#                                                         overload1000 manydocs (default: fanout)
+#                                                         overload1000 manydocs durable
+#                                                         (default: fanout)
 #
 # Installs the peers into benches/peers/ (git-ignored) on first use:
 #   - the Node reference server  @y/websocket-server@0.1.1 with yjs@13 (npm)
@@ -57,7 +58,7 @@ start_server() {
       [ "$name" = weft-base ] && bin=${WEFT_BASE_BIN:?set WEFT_BASE_BIN to compare against weft-base}
       taskset -c 0 "$bin" --addr "127.0.0.1:$port" --data-dir "$data" \
         --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
-        --max-messages-per-second 100000 >"$data.log" 2>&1 &
+        --max-messages-per-second 1000000 >"$data.log" 2>&1 &
       URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
     node-ref)
       HOST=127.0.0.1 PORT=$port taskset -c 0 node \
@@ -79,11 +80,15 @@ start_server() {
 
 scenario_args() {
   case $1 in
-    fanout) echo "-c 1010 -d 1 -w 10 -r 20" ;;
-    overload100) echo "-c 1010 -d 1 -w 10 -r 100" ;;
-    overload500) echo "-c 1010 -d 1 -w 10 -r 500" ;;
-    overload1000) echo "-c 1010 -d 1 -w 10 -r 1000" ;;
-    manydocs) echo "-c 10000 -d 1000 -w 1000 -r 1" ;;
+    fanout) echo "-c 1010 -d 1 -w 10 -r 20 --drain 3" ;;
+    overload100) echo "-c 1010 -d 1 -w 10 -r 100 --drain 3" ;;
+    overload500) echo "-c 1010 -d 1 -w 10 -r 500 --drain 3" ;;
+    overload1000) echo "-c 1010 -d 1 -w 10 -r 1000 --drain 3" ;;
+    manydocs) echo "-c 10000 -d 1000 -w 1000 -r 1 --drain 3" ;;
+    # One writer as fast as the server takes its updates, one reader: delivered_per_s is the
+    # durable throughput (Weft sends nothing before it is fsynced). The writer runs ahead by
+    # what the socket buffers hold, so allow a longer drain.
+    durable) echo "-c 2 -d 1 -w 1 -r 0 --drain 10" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
@@ -97,7 +102,7 @@ for scenario in $scenarios; do
     start_server "$server" "$port" "$data"
     # shellcheck disable=SC2046
     taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") $LOAD_ARGS \
-      --duration "$duration" --warmup 3 --drain 3 --pid "$SERVER_PID" --json \
+      --duration "$duration" --warmup 3 --pid "$SERVER_PID" --json \
       --label "$scenario/$server" | tee -a "$out"
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -109,7 +114,7 @@ python3 - "$out" <<'PY'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = ["latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "undelivered_pct",
-        "delivered_per_s", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
+        "sent_per_s", "delivered_per_s", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
         "loadgen_cpu_cores", "connect_ms_p99", "disconnects"]
 by = {}
 for r in runs:

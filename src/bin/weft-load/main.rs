@@ -65,7 +65,8 @@ struct Args {
     /// Writers (each also counts as a connection).
     #[arg(long, short = 'w', default_value_t = 10)]
     writers: usize,
-    /// Updates per second per writer.
+    /// Updates per second per writer; 0: as fast as the server takes them (each update sent as
+    /// soon as the last one is written to the socket), for durable throughput.
     #[arg(long, short = 'r', default_value_t = 20.0)]
     rate: f64,
     /// Measured time, in seconds (after the warm-up).
@@ -372,13 +373,17 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
         protocol: framing,
         prefix,
     } = conn;
-    let period = Duration::from_secs_f64(1.0 / shared.args.rate.max(0.001));
-    // Writers start out of phase (spread evenly over one period, by the golden ratio), as
-    // people do not type in lockstep; aligned ticks would make every period one burst.
-    let phase = (f64::from(writer_id) * 0.618_033_988_75).fract();
-    let start = tokio::time::Instant::now() + period.mul_f64(phase);
-    let mut ticker = tokio::time::interval_at(start, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // `--rate 0`: no ticker, each update follows the last as soon as the socket takes it.
+    let mut ticker = (shared.args.rate > 0.0).then(|| {
+        let period = Duration::from_secs_f64(1.0 / shared.args.rate);
+        // Writers start out of phase (spread evenly over one period, by the golden ratio), as
+        // people do not type in lockstep; aligned ticks would make every period one burst.
+        let phase = (f64::from(writer_id) * 0.618_033_988_75).fract();
+        let start = tokio::time::Instant::now() + period.mul_f64(phase);
+        let mut ticker = tokio::time::interval_at(start, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticker
+    });
     let mut seq = 0u64;
     let (mut sink, mut stream) = ws.split();
     // Drain whatever the server sends (its SyncStep1 gets an answer; updates are ignored).
@@ -403,13 +408,19 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
         }
     });
     while !shared.stop_writing.load(Ordering::Relaxed) {
-        ticker.tick().await;
+        match ticker.as_mut() {
+            Some(ticker) => {
+                ticker.tick().await;
+            }
+            // Unpaced: let the readers on this thread run now and then.
+            None if seq.is_multiple_of(64) => tokio::task::yield_now().await,
+            None => {}
+        }
         let sent_at = now_us();
         let marker = format!("~W{writer_id}S{seq}T{sent_at}~");
         seq += 1;
         let update = {
             let mut txn = ydoc.transact_mut();
-            let before = txn.state_vector();
             let len = text.get_string(&txn).len() as u32;
             // Keep documents small: replace the previous marker once the text grows.
             if len > 2048 {
@@ -418,7 +429,9 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
             } else {
                 text.insert(&mut txn, len, &marker);
             }
-            txn.encode_state_as_update_v1(&before)
+            // What this transaction changed, as a Yjs client's update event carries it (a diff
+            // against the previous state vector would also repeat the whole delete set).
+            txn.encode_update_v1()
         };
         if sink
             .send(frame(framing, &prefix, &protocol::encode_update(&update)))
@@ -587,6 +600,11 @@ async fn main() {
         })
         .sum();
     let delivered = shared.delivered.load(Ordering::Relaxed);
+    let sent: u64 = shared
+        .sent_in_window
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum();
     let window = args.duration;
     let cpu = |a: Option<(f64, u64)>, b: Option<(f64, u64)>| match (a, b) {
         (Some(a), Some(b)) => Some((b.0 - a.0) / window),
@@ -609,6 +627,7 @@ async fn main() {
         "expected_deliveries": expected,
         "delivered": delivered,
         "undelivered_pct": if expected > 0 { 100.0 * (expected.saturating_sub(delivered)) as f64 / expected as f64 } else { 0.0 },
+        "sent_per_s": sent as f64 / window,
         "delivered_per_s": delivered as f64 / window,
         "latency_ms_p50": percentile(&latencies, 0.5),
         "latency_ms_p95": percentile(&latencies, 0.95),
