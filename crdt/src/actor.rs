@@ -317,7 +317,7 @@ impl DocActor {
             .collect();
         let full_state = match records.as_slice() {
             [one] => Some(protocol::encode_sync_step2(one)),
-            many => match catch_unwind(|| yrs::merge_updates_v1(many)) {
+            many => match catch_unwind(|| merge_in_rounds(many)) {
                 Ok(Ok(merged)) => Some(protocol::encode_sync_step2(&merged)),
                 _ => None,
             },
