@@ -1004,10 +1004,12 @@ impl DocActor {
                 }
             }
         }
-        let local_frame = match merged {
-            Some(merged) => Some(protocol::encode_update(&merged)),
-            None => self.merged_update_frame(&updates),
-        };
+        // `persist` merged the batch's own updates already; if yrs could not, the state they
+        // all produced stands in for them.
+        let local_update = merged.or_else(|| {
+            (!updates.is_empty()).then(|| Bytes::from(self.encode_diff(&StateVector::default())))
+        });
+        let local_frame = local_update.as_deref().map(protocol::encode_update);
         if self.fanout.is_shared() {
             // The updates are durable: the other nodes may have them now.
             for frame in publish.into_iter().chain(local_frame.clone()) {
@@ -1020,7 +1022,7 @@ impl DocActor {
         let update_frame = if update_frame_is_theirs {
             local_frame
         } else {
-            let all: Vec<Bytes> = updates.into_iter().chain(remote_updates).collect();
+            let all: Vec<Bytes> = local_update.into_iter().chain(remote_updates).collect();
             self.merged_update_frame(&all)
         };
         // A session that sent every update of the batch already has them.
