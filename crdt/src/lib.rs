@@ -8,6 +8,7 @@
 //! - `actor` (private): the document actor, sole owner of a `yrs::Doc` and its `Awareness`;
 //!   batches updates, persists them (group commit) before broadcasting one merged frame.
 //! - [`registry`]: name -> actor, loading each document once and unloading idle ones.
+//! - [`mailbox`]: a session's poll-based sender into its document's mailbox.
 //! - [`recovery`]: rebuilding documents from stored records; damaged records; store checks.
 //! - [`store`]: the [`store::DocStore`] trait and its sled (default), PostgreSQL (cluster) and
 //!   in-memory implementations.
@@ -19,6 +20,7 @@ mod actor;
 pub mod command;
 pub mod config;
 pub mod fanout;
+pub mod mailbox;
 pub mod name;
 pub mod protocol;
 pub mod recovery;
@@ -27,6 +29,7 @@ pub mod store;
 
 pub use command::{CloseReason, ConnId, DocError, Outbound};
 pub use config::DocConfig;
+pub use mailbox::{DocStopped, SessionMailbox};
 pub use name::DocName;
 pub use registry::{DocHandle, Registry, RegistryOptions};
 pub use store::{DocStore, SledStore};

@@ -45,9 +45,14 @@ impl DocHandle {
             .is_ok()
     }
 
-    /// Tells the actor a session is gone.
+    /// Tells the actor a session is gone (a [`crate::SessionMailbox`] does this when dropped).
     pub async fn leave(&self, conn: ConnId) {
         let _ = self.mailbox.send(DocCommand::Leave { conn }).await;
+    }
+
+    /// The actor's mailbox (for [`crate::SessionMailbox`]).
+    pub(crate) fn mailbox(&self) -> &mpsc::Sender<DocCommand> {
+        &self.mailbox
     }
 }
 

@@ -9,8 +9,8 @@
 //! - [`memory`]: returning freed memory to the OS after documents unload.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`startup`]: [`Application`], which binds, serves and shuts down.
-//! - [`session`]: the WebSocket upgrade and the per-connection loop.
-//! - [`outbound`]: the WebSocket response body that writes the document's frames.
+//! - [`session`]: the WebSocket upgrade: checks, joining the document.
+//! - [`connection`]: one WebSocket connection, served by its response body.
 //! - [`routes`]: plain HTTP routes (health checks, 404).
 //! - [`web`]: the embedded browser editor.
 //! - [`error`]: HTTP error mapping.
@@ -20,11 +20,11 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
-pub mod outbound;
 pub mod routes;
 pub mod session;
 pub mod startup;

@@ -223,8 +223,11 @@ impl Application {
         }
         tracing::info!("shutting down: closing sessions and flushing documents");
         let _ = self.shutdown.send(true);
-        handle.stop(true).await;
+        // No new connections; every document then closes its sessions (1001) after the frames
+        // already queued for them, and flushes; the connections end once those are written.
+        handle.pause().await;
         self.registry.shutdown().await;
+        handle.stop(true).await;
         let _ = server.await;
         tracing::info!("shutdown complete");
         Ok(())

@@ -19,6 +19,6 @@ pub struct AppState {
     pub auth: Option<Authenticator>,
     /// Connection caps.
     pub limits: Arc<ConnectionLimits>,
-    /// Flips to `true` when the server shuts down; sessions close with 1001.
+    /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).
     pub shutdown: watch::Receiver<bool>,
 }
