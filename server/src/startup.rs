@@ -144,6 +144,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         crate::memory::spawn_trimmer(registry.clone(), shutdown_rx.clone());
         let workers = config.workers;
+        let unacked_timeout = config.client_timeout;
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_doc);
         let payload_limit = config.max_message_bytes;
         let state = web::Data::new(AppState {
@@ -179,6 +180,7 @@ impl Application {
         // Frames are small and latency matters: no Nagle delay (waiting for the client's ACK
         // before sending the next small frame).
         .tcp_nodelay(true)
+        .on_connect(move |io, _| limit_unacknowledged_time(io, unacked_timeout))
         .shutdown_timeout(5);
         if let Some(workers) = workers {
             server = server.workers(workers.max(1));
@@ -232,4 +234,20 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Lets the kernel drop a connection whose peer has acknowledged nothing the server sent for
+/// `timeout` (TCP_USER_TIMEOUT), including a client that keeps its receive window shut by never
+/// reading. Such a connection's document has dropped it long before, but its socket, its
+/// connection slot and whatever actix buffered would otherwise stay until the client goes away.
+fn limit_unacknowledged_time(io: &dyn std::any::Any, timeout: std::time::Duration) {
+    let Some(stream) = io.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(%error, "could not set TCP_USER_TIMEOUT");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, timeout);
 }

@@ -122,3 +122,45 @@ async fn a_client_that_never_reads_is_disconnected_not_buffered() {
     assert_eq!(code, Some(1013));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_keep_its_connection_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.outbound_queue = 8;
+    config.max_connections_per_doc = 3;
+    config.client_timeout = std::time::Duration::from_secs(2);
+    // No pings during the test: only the kernel can find the stuck client.
+    config.ping_interval = std::time::Duration::from_secs(3600);
+    let (app, mut writer, mut watcher) = spawn_with_base(config, "stuck").await;
+    // Connects, then never reads nor closes.
+    let _sleeper = TestClient::connect_synced(&app.ws_url("stuck")).await;
+    assert_eq!(
+        refused_status(&app.ws_url("stuck")).await,
+        503,
+        "document full"
+    );
+    // Fill the sleeper's socket buffers and its queue (as in the test above).
+    let chunk = "z".repeat(32 * 1024);
+    for i in 1..=800 {
+        writer.insert(0, &chunk).await;
+        let expected_len = 4 + i * chunk.len();
+        watcher
+            .pump_until("the edit", |c| c.text().len() == expected_len)
+            .await;
+    }
+    // Nothing sent to the sleeper is acknowledged any more: soon after the client timeout the
+    // kernel drops the connection (TCP_USER_TIMEOUT) and its slot is free for someone else.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match TestClient::try_connect(&app.ws_url("stuck")).await {
+            Ok(_) => break,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(error) => panic!("the stuck client still holds its slot: {error}"),
+        }
+    }
+    app.stop().await;
+}
