@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Cold and warm load of a large real document, Weft vs y-sweet, in one run.
 #
-#   bash benches/coldload.sh          Env: RESTARTS=5 PROBES=20 SKIP_INSTALL=1
+#   bash benches/coldload.sh          Env: RESTARTS=5 PROBES=20
+#                                          WEFT_BASE_BIN=path/to/an/older/weft adds it as the
+#                                          server "weft-base", to measure a change in one run
 #
 # For each server: store the automerge-paper document (benches/data, replayed by weft-load and
 # sent as one update), stop the server, then RESTARTS times: start it (pinned to CPU 0), and let
@@ -27,9 +29,10 @@ source "$root/benches/common.sh"
 # start NAME PORT -> SERVER_PID, URL
 start() {
   case $1 in
-    weft)
-      taskset -c 0 "$root/target/release/weft" --addr "127.0.0.1:$2" --data-dir "$work/weft" \
-        >>"$work/weft.log" 2>&1 &
+    weft|weft-base)
+      local bin=$root/target/release/weft
+      [ "$1" = weft-base ] && bin=$WEFT_BASE_BIN
+      taskset -c 0 "$bin" --addr "127.0.0.1:$2" --data-dir "$work/$1" >>"$work/$1.log" 2>&1 &
       URL="ws://127.0.0.1:$2/{doc}" ;;
     y-sweet)
       taskset -c 0 "$ysweet" serve "$work/y-sweet" --host 127.0.0.1 --port "$2" >>"$work/y-sweet.log" 2>&1 &
@@ -44,7 +47,8 @@ start() {
 stop() { kill -INT "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 
 servers="weft"
-[ -x "$ysweet" ] && servers="weft y-sweet"
+[ -n "${WEFT_BASE_BIN:-}" ] && servers="weft-base $servers"
+[ -x "$ysweet" ] && servers="$servers y-sweet"
 for server in $servers; do
   port=$(free_port)
   start "$server" "$port"
@@ -76,7 +80,8 @@ for name, rs in by.items():
     warm = statistics.median(r["warm_ms_p50"] for r in rs)
     rows[name] = (cold, warm)
     print(f"| {name} | {cold:.2f} | {warm:.2f} | {rs[0]['step2_bytes']} |")
-if "weft" in rows and "y-sweet" in rows:
-    (wc, ww), (pc, pw) = rows["weft"], rows["y-sweet"]
-    print(f"| weft/y-sweet | {wc / pc:.2f} | {ww / pw:.2f} | |")
+for peer in ("weft-base", "y-sweet"):
+    if "weft" in rows and peer in rows:
+        (wc, ww), (pc, pw) = rows["weft"], rows[peer]
+        print(f"| weft/{peer} | {wc / pc:.2f} | {ww / pw:.2f} | |")
 PY

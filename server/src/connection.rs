@@ -3,7 +3,8 @@
 //! actix-web's HTTP/1 dispatcher owns an upgraded connection's socket: it feeds what it reads
 //! into the request payload and polls the response body whenever the socket can take more or
 //! something the body waits on wakes it. [`Connection`] is that body, and it is the whole
-//! session. Each poll it
+//! session. It first joins the document (while the client already has its 101 and is sending
+//! its SyncStep1), then each poll it
 //! - reads the client's frames from the payload (actix-http's WebSocket codec; fragmented
 //!   messages are reassembled), decodes each message and hands it to the document actor; while
 //!   the actor's mailbox is full it stops reading, so the socket pushes back on the client;
@@ -24,7 +25,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use actix_codec::Decoder;
@@ -38,7 +39,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use weft_crdt::protocol::{decode_client_message, ClientMessage};
-use weft_crdt::{CloseReason, ConnId, DocName, Outbound, SessionMailbox};
+use weft_crdt::{CloseReason, ConnId, DocError, DocHandle, DocName, Outbound, SessionMailbox};
 
 use crate::limits::{ConnectionPermit, RateLimiter};
 use crate::state::AppState;
@@ -104,12 +105,27 @@ pub(crate) struct Peer {
     pub conn: ConnId,
 }
 
+/// The session joining its document: resolves to the document's handle.
+pub(crate) type Joining = Pin<Box<dyn Future<Output = Result<DocHandle, DocError>>>>;
+
+/// Who connected, logged once the session has joined (then dropped).
+pub(crate) struct Arrival {
+    /// The client's address.
+    pub addr: String,
+    /// The token's subject (empty without auth).
+    pub user: String,
+    /// Whether the session may only read.
+    pub read_only: bool,
+}
+
 /// The response body that serves one WebSocket connection (see the module comment).
 pub struct Connection {
     state: Arc<AppState>,
     peer: Peer,
-    /// Where decoded messages go; dropping it tells the document this session left.
-    mailbox: SessionMailbox,
+    /// The join in progress (nothing is read from the client until it is done).
+    joining: Option<(Joining, Box<Arrival>)>,
+    /// Where decoded messages go once joined; dropping it tells the document this session left.
+    mailbox: Option<SessionMailbox>,
     /// A decoded message waiting for room in the mailbox.
     waiting: Option<ClientMessage>,
     /// What the client sends, as the dispatcher reads it.
@@ -136,12 +152,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Serves a connection whose session has joined its document: `queue` is the session's
-    /// outgoing queue (the document already queued its greeting on it), `mailbox` the way in.
+    /// Serves a connection whose session is `joining` its document with `queue` as its
+    /// outgoing queue (where the document queues its greeting once joined).
     pub(crate) fn new(
         state: Arc<AppState>,
         peer: Peer,
-        mailbox: SessionMailbox,
+        joining: (Joining, Box<Arrival>),
         payload: Payload,
         queue: mpsc::Receiver<Outbound>,
         permit: ConnectionPermit,
@@ -152,7 +168,8 @@ impl Connection {
         Connection {
             state,
             peer,
-            mailbox,
+            joining: Some(joining),
+            mailbox: None,
             waiting: None,
             payload,
             codec: Codec::new().max_size(max),
@@ -199,6 +216,34 @@ impl Connection {
         }
     }
 
+    /// Finishes joining the document; ready once joined or ended.
+    fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some((join, _)) = self.joining.as_mut() else {
+            return Poll::Ready(());
+        };
+        let joined = ready!(join.as_mut().poll(cx));
+        let Some((_, arrival)) = self.joining.take() else {
+            return Poll::Ready(());
+        };
+        let (name, conn) = (&self.peer.name, self.peer.conn);
+        match joined {
+            Ok(doc) => {
+                tracing::info!(doc = %name, %conn, peer = %arrival.addr, user = %arrival.user,
+                    read_only = arrival.read_only, "client connected");
+                self.mailbox = Some(SessionMailbox::new(&doc, conn));
+            }
+            Err(error) => {
+                let code = match error {
+                    DocError::ShuttingDown => CloseCode::Away,
+                    _ => CloseCode::Again,
+                };
+                tracing::warn!(doc = %name, %conn, %error, "could not open document");
+                self.end(End::Closed(code, error.to_string()));
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// Sends a ping when one is due, or ends the connection if the client has been silent for
     /// too long.
     fn poll_ping(&mut self, cx: &mut Context<'_>) {
@@ -220,10 +265,13 @@ impl Connection {
     /// mailbox is full, or the connection ends.
     fn poll_incoming(&mut self, cx: &mut Context<'_>) {
         while self.phase == Phase::Open {
+            let Some(mailbox) = self.mailbox.as_mut() else {
+                return;
+            };
             if let Some(message) = self.waiting.take() {
-                match self.mailbox.poll_ready(cx) {
+                match mailbox.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        if self.mailbox.send(message).is_err() {
+                        if mailbox.send(message).is_err() {
                             return self.end(document_stopped());
                         }
                     }
@@ -350,6 +398,9 @@ impl MessageBody for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
+        if this.phase == Phase::Open && this.poll_join(cx).is_pending() {
+            return Poll::Pending;
+        }
         if this.phase == Phase::Open {
             this.poll_ping(cx);
             this.poll_incoming(cx);
@@ -367,8 +418,9 @@ impl MessageBody for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The dispatcher drops the body when the socket fails or closes under it.
-        if !self.ended {
+        // The dispatcher drops the body when the socket fails or closes under it. (A session
+        // dropped while joining has nothing to log: it never connected.)
+        if !self.ended && self.joining.is_none() {
             log_end(&self.peer, &End::ClientGone);
         }
     }
@@ -390,15 +442,6 @@ fn log_end(peer: &Peer, end: &End) {
             }
         }
     }
-}
-
-/// A close frame (code and reason) as a whole response body: for a connection that ends
-/// right after the upgrade.
-pub(crate) fn close_frame(code: CloseCode, why: &str) -> Bytes {
-    let mut buf = BytesMut::new();
-    let description = Some(cut(why, MAX_CLOSE_REASON).to_string());
-    Parser::write_close(&mut buf, Some(WsCloseReason { code, description }), false);
-    buf.freeze()
 }
 
 fn document_stopped() -> End {

@@ -1,26 +1,24 @@
 //! The WebSocket upgrade: everything checked before a connection is served.
 //!
 //! Before the upgrade: the document name is validated (400), the token checked (401/403) and a
-//! connection slot taken (503). Then the session joins its document, and the 101 response's
-//! body, a [`Connection`], serves the connection from there on. A read-only token gives a
-//! session whose updates the document refuses with a y-protocols "permission denied" message.
-//! A document that cannot be opened gets the upgrade and an immediate close frame (1013, or
-//! 1001 while the server shuts down), which y-websocket clients answer by reconnecting later.
+//! connection slot taken (503). The 101 response's body, a [`Connection`], then joins the
+//! document and serves the connection from there on; the client gets its 101 at once and sends
+//! its SyncStep1 while the session joins. A read-only token gives a session whose updates the
+//! document refuses with a y-protocols "permission denied" message. A document that cannot be
+//! opened closes the connection right after the upgrade (1013, or 1001 while the server shuts
+//! down), which y-websocket clients answer by reconnecting later.
 
-use actix_http::ws::CloseCode;
-use actix_http::ResponseBuilder;
-use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::mpsc;
-use weft_crdt::{DocError, DocName, SessionMailbox};
+use weft_crdt::DocName;
 
 use crate::auth::{self, Permission};
-use crate::connection::{close_frame, Connection, Peer};
+use crate::connection::{Arrival, Connection, Peer};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, joins the document and
-/// upgrades; the response body serves the connection.
+/// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, takes a connection slot and
+/// upgrades; the response body joins the document and serves the connection.
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -37,37 +35,25 @@ pub async fn upgrade(
     let conn = uuid::Uuid::new_v4();
     let can_write = access.permission == Permission::Write;
     let (outbound, queue) = mpsc::channel(state.config.outbound_queue);
-    let doc = match state.registry.join(&name, conn, outbound, can_write).await {
-        Ok(doc) => doc,
-        Err(error) => {
-            tracing::warn!(doc = %name, %conn, %error, "could not open document");
-            let code = match error {
-                DocError::ShuttingDown => CloseCode::Away,
-                _ => CloseCode::Again,
-            };
-            let close = close_frame(code, &error.to_string());
-            let body = BodyStream::new(futures_util::stream::once(async move {
-                Ok::<_, std::convert::Infallible>(close)
-            }));
-            return Ok(respond(&mut handshake, body));
-        }
+    let join = {
+        let registry = state.registry.clone();
+        let name = name.clone();
+        Box::pin(async move { registry.join(&name, conn, outbound, can_write).await })
     };
-    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(doc = %name, %conn, %peer, user = %access.sub, read_only = !can_write,
-        "client connected");
-    let mailbox = SessionMailbox::new(&doc, conn);
+    let arrival = Box::new(Arrival {
+        addr: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        user: access.sub,
+        read_only: !can_write,
+    });
     let connection = Connection::new(
         state.into_inner(),
         Peer { name, conn },
-        mailbox,
+        (join, arrival),
         body.into_inner(),
         queue,
         permit,
     );
-    Ok(respond(&mut handshake, connection))
-}
-
-/// The 101 response with `body` as the connection's frames.
-fn respond(handshake: &mut ResponseBuilder, body: impl MessageBody + 'static) -> HttpResponse {
-    HttpResponse::from(handshake.body(body).map_into_boxed_body())
+    Ok(HttpResponse::from(
+        handshake.body(connection).map_into_boxed_body(),
+    ))
 }
