@@ -56,7 +56,7 @@ const MAX_CLOSE_REASON: usize = 120;
 
 /// Why a connection ended: what is logged and which close frame (if any) is sent.
 #[derive(Debug)]
-pub(crate) enum End {
+enum End {
     /// The client sent a close frame.
     ClientClosed,
     /// The client's connection is gone (closed, reset or dropped by the dispatcher).
@@ -67,7 +67,7 @@ pub(crate) enum End {
 
 impl End {
     /// The close the document asked for.
-    pub(crate) fn from_doc(reason: CloseReason) -> End {
+    fn from_doc(reason: CloseReason) -> End {
         match reason {
             CloseReason::BadMessage(why) => End::Closed(CloseCode::Invalid, why),
             CloseReason::Refused(why) => End::Closed(CloseCode::Policy, why),
@@ -143,7 +143,7 @@ pub struct Connection {
     last_heard: Instant,
     rate: RateLimiter,
     phase: Phase,
-    /// Why it ended, once it has (logged once).
+    /// Whether the end has been logged (it is logged once).
     ended: bool,
     /// Holds this connection's slot under the connection limits.
     _permit: ConnectionPermit,
@@ -237,8 +237,10 @@ impl Connection {
                     DocError::ShuttingDown => CloseCode::Away,
                     _ => CloseCode::Again,
                 };
-                tracing::warn!(doc = %name, %conn, %error, "could not open document");
-                self.end(End::Closed(code, error.to_string()));
+                self.end(End::Closed(
+                    code,
+                    format!("could not open document: {error}"),
+                ));
             }
         }
         Poll::Ready(())
