@@ -402,8 +402,11 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
     let (mut sink, mut stream) = ws.split();
     // Drain whatever the server sends (its SyncStep1 gets an answer; updates are ignored).
     let answer = Arc::new(tokio::sync::Notify::new());
+    // Set once this writer starts its closing handshake: the server's Close is then expected.
+    let closing = Arc::new(AtomicBool::new(false));
     let drain = tokio::spawn({
         let shared = shared.clone();
+        let closing = closing.clone();
         async move {
             while let Some(message) = stream.next().await {
                 match message {
@@ -416,7 +419,7 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
                     _ => {}
                 }
             }
-            if !shared.stop_reading.load(Ordering::Relaxed) {
+            if !shared.stop_reading.load(Ordering::Relaxed) && !closing.load(Ordering::Relaxed) {
                 shared.disconnects.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -458,8 +461,18 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
             shared.sent_in_window[doc].fetch_add(1, Ordering::Relaxed);
         }
     }
+    // A clean closing handshake: send Close, then keep reading until the server's Close. Dropping
+    // the socket with unread data would make the kernel reset it and discard the updates still in
+    // its send buffer, which would then count as undelivered though the server never saw them.
+    closing.store(true, Ordering::Relaxed);
     let _ = sink.close().await;
-    drain.abort();
+    let mut drain = drain;
+    if tokio::time::timeout(Duration::from_secs_f64(shared.args.drain), &mut drain)
+        .await
+        .is_err()
+    {
+        drain.abort();
+    }
 }
 
 fn in_window(shared: &Shared, at: u64) -> bool {
