@@ -304,13 +304,20 @@ impl Writer {
                 first_seq,
                 updates,
             } => {
-                let mut batch = sled::Batch::default();
-                let mut added = 0u64;
-                for (i, update) in updates.iter().enumerate() {
-                    batch.insert(log_key(name, first_seq + i as u64), update.as_ref());
-                    added += update.len() as u64;
+                let added: u64 = updates.iter().map(|u| u.len() as u64).sum();
+                if let [update] = updates.as_slice() {
+                    // One record (the actor's usual append: a batch is merged into one) is one
+                    // insert: atomic without a batch, whose manifest sled writes as a second,
+                    // separately synced log buffer (two disk writes to the same page per flush).
+                    self.docs
+                        .insert(log_key(name, *first_seq), update.as_ref())?;
+                } else {
+                    let mut batch = sled::Batch::default();
+                    for (i, update) in updates.iter().enumerate() {
+                        batch.insert(log_key(name, first_seq + i as u64), update.as_ref());
+                    }
+                    self.docs.apply_batch(batch)?;
                 }
-                self.docs.apply_batch(batch)?;
                 self.touch_meta(name, |size| size + added)?;
                 Ok(true)
             }
