@@ -7,11 +7,12 @@
 //! sees state the store does not hold, and a burst of N updates costs one write and one frame per
 //! session instead of N.
 //!
-//! Loading is split so that a new client is not kept waiting for the decode: the stored records
-//! are read and checked, and a client asking with an empty state vector (a fresh browser tab) is
-//! answered straight from them (SyncStep2 = the stored snapshot, or all records merged) while
-//! the document is rebuilt in memory right after. The encoded full state is cached until the
-//! document changes.
+//! Loading is split so that a new client is not kept waiting for the decode: a client asking
+//! with an empty state vector (a fresh browser tab) is answered straight from the stored records
+//! (SyncStep2 = the one stored record as read, or all records merged), and the document is
+//! decoded and rebuilt in memory right after. A record that turns out damaged then is skipped,
+//! and the clients answered from the records are closed so that they reconnect and get the
+//! rebuilt state. The encoded full state is cached until the document changes.
 //!
 //! In a cluster the actor also subscribes to the document's fan-out before loading, publishes
 //! what its own sessions changed (after it is durable) and applies what other nodes publish
@@ -42,8 +43,9 @@ use crate::recovery;
 use crate::registry::{ChangeListener, RegistryInner};
 use crate::store::{DocStore, StoredDoc};
 
-/// How long a freshly loaded document waits for its first client's SyncStep1 before it rebuilds
-/// the in-memory document anyway.
+/// How long a freshly loaded document waits before it rebuilds the in-memory document when
+/// nothing needs it: for its first client's SyncStep1, then for that client's answer to be
+/// written (the rebuild would compete with the write for the CPU).
 const RESTORE_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Documents with fewer sessions than this are never held back for coalescing.
@@ -135,13 +137,17 @@ pub(crate) struct DocActor {
     snapshot_bytes: u64,
     /// When the last session left (the idle-unload clock), if none is connected.
     idle_since: Option<Instant>,
-    /// Stored records decoded but not yet applied to the document (see the module comment).
-    unrestored: Option<Vec<recovery::DecodedRecord>>,
+    /// Stored records not yet applied to the document (see the module comment).
+    unrestored: Option<StoredDoc>,
     /// Sessions that joined before the document was rebuilt: they get the server's SyncStep1
     /// once it is.
     awaiting_step1: Vec<ConnId>,
     /// Sessions answered straight from the stored records (closed if those turn out damaged).
     answered_from_store: Vec<ConnId>,
+    /// When the document is rebuilt if nothing needs it sooner.
+    restore_deadline: tokio::time::Instant,
+    /// Whether the rebuild was put off once, for the first answer from the records to go out.
+    restore_postponed: bool,
     /// The SyncStep2 frame answering an empty state vector, valid until the document changes.
     full_state: Option<Bytes>,
 }
@@ -176,6 +182,8 @@ impl DocActor {
             unrestored: None,
             awaiting_step1: Vec::new(),
             answered_from_store: Vec::new(),
+            restore_deadline: tokio::time::Instant::now(),
+            restore_postponed: false,
             full_state: None,
         }
     }
@@ -222,7 +230,7 @@ impl DocActor {
             );
         }
 
-        let restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
+        self.restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
         loop {
             let idle_deadline = self.idle_deadline();
             let first = tokio::select! {
@@ -230,7 +238,7 @@ impl DocActor {
                     Some(command) => command,
                     None => return,
                 },
-                _ = sleep_until(restore_deadline), if self.unrestored.is_some() => {
+                _ = sleep_until(self.restore_deadline), if self.unrestored.is_some() => {
                     self.finish_restore();
                     continue;
                 }
@@ -301,14 +309,6 @@ impl DocActor {
         if stored.is_empty() {
             return;
         }
-        // Decoding checks every record, so a client is never sent a damaged one.
-        let (decoded, damage) = recovery::decode_records(&stored);
-        if !damage.is_empty() {
-            self.unrestored = Some(decoded);
-            self.finish_restore();
-            self.report_damage(&damage);
-            return;
-        }
         // The whole state in one SyncStep2: clients treat it as "synced".
         let records: Vec<&Bytes> = stored
             .snapshot
@@ -316,13 +316,17 @@ impl DocActor {
             .chain(stored.log.iter().map(|e| &e.update))
             .collect();
         let full_state = match records.as_slice() {
+            // Exactly the bytes a new client needs, sent before they are decoded (decoding a
+            // large document takes longer than reading and sending it).
             [one] => Some(protocol::encode_sync_step2(one)),
+            // Merging decodes every record: one that is damaged fails it, and the document is
+            // rebuilt (skipping that record) before anyone is answered.
             many => match catch_unwind(|| merge_in_rounds(many)) {
                 Ok(Ok(merged)) => Some(protocol::encode_sync_step2(&merged)),
                 _ => None,
             },
         };
-        self.unrestored = Some(decoded);
+        self.unrestored = Some(stored);
         match full_state {
             Some(frame) => self.full_state = Some(frame),
             None => self.finish_restore(),
@@ -337,15 +341,15 @@ impl DocActor {
         }
     }
 
-    /// Applies the records [`Self::begin_restore`] decoded (any yrs rejects are reported and
-    /// skipped, see `recovery`), then sends the server's SyncStep1 to the sessions that joined
-    /// meanwhile.
+    /// Decodes and applies the records [`Self::begin_restore`] took (damaged ones are reported
+    /// and skipped, see `recovery`), then sends the server's SyncStep1 to the sessions that
+    /// joined meanwhile.
     fn finish_restore(&mut self) {
-        let Some(records) = self.unrestored.take() else {
+        let Some(stored) = self.unrestored.take() else {
             return;
         };
         let started = Instant::now();
-        let damage = recovery::apply_records(self.awareness.doc(), records);
+        let damage = recovery::rebuild_into(self.awareness.doc(), &stored);
         self.report_damage(&damage);
         tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "document rebuilt");
@@ -528,9 +532,11 @@ impl DocActor {
         }
         let resync = out.resync;
         self.deliver(out);
-        if !self.answered_from_store.is_empty() {
-            // The first client has its answer: now rebuild the document.
-            self.finish_restore();
+        if !self.answered_from_store.is_empty() && !self.restore_postponed {
+            // The first client has its answer: rebuild the document once that has been written
+            // (or as soon as a command needs the document).
+            self.restore_postponed = true;
+            self.restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
         }
         if resync {
             self.resync().await;

@@ -1,8 +1,11 @@
 //! Damaged storage: records that do not decode are reported with the document's name and
-//! skipped; the server serves every other document, and `weft fsck` lists the damage.
+//! skipped; the server serves every other document, and `weft fsck` lists the damage. A client
+//! answered from a damaged record before the rebuild found it is closed and told to reconnect.
 
 use bytes::Bytes;
-use weft_crdt::{DocName, DocStore};
+use tokio_tungstenite::tungstenite::Message;
+use weft_crdt::{protocol, DocName, DocStore};
+use yrs::StateVector;
 
 use crate::helpers::*;
 
@@ -79,6 +82,28 @@ async fn damaged_records_are_skipped_reported_and_listed_by_fsck() {
     assert_eq!(good.text(), "all fine");
     let mut hurt = TestClient::connect_synced(&app.ws_url("hurt")).await;
     assert_eq!(hurt.text(), "mostly fine", "the torn record is skipped");
+    // A document held in one record is sent as stored, before it is decoded: the first client
+    // gets the damaged bytes, then (once the rebuild finds them damaged) a close telling it to
+    // reconnect; nothing else happens to it.
+    let mut first = TestClient::connect(&app.ws_url("broken")).await;
+    first
+        .send(protocol::encode_sync_step1(&StateVector::default()).to_vec())
+        .await;
+    let mut got_stored_bytes = false;
+    let close = loop {
+        match first.next_raw().await {
+            Some(Message::Binary(frame)) => {
+                got_stored_bytes |= frame[..] == protocol::encode_sync_step2(b"not a snapshot")[..];
+            }
+            Some(Message::Close(frame)) => break frame,
+            Some(_) => {}
+            None => panic!("connection ended without a close frame"),
+        }
+    };
+    assert!(got_stored_bytes, "answered from the stored record");
+    let close = close.expect("a close frame with a reason");
+    assert_eq!(u16::from(close.code), 1011);
+    assert!(close.reason.contains("damaged"), "{}", close.reason);
     let broken = TestClient::connect_synced(&app.ws_url("broken")).await;
     assert_eq!(
         broken.text(),
