@@ -258,7 +258,6 @@ impl TestClient {
         }
     }
 
-    /// Reads until the server closes the connection; returns the close code.
     /// The next WebSocket message as received (nothing decoded or applied); `None` once closed.
     pub async fn next_raw(&mut self) -> Option<Message> {
         match tokio::time::timeout(WAIT, self.ws.next()).await {
@@ -268,6 +267,7 @@ impl TestClient {
         }
     }
 
+    /// Reads until the server closes the connection; returns the close code.
     pub async fn expect_close(&mut self) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + WAIT;
         while self.pump_one(Duration::from_millis(50)).await {
