@@ -146,8 +146,6 @@ pub(crate) struct DocActor {
     answered_from_store: Vec<ConnId>,
     /// When the document is rebuilt if nothing needs it sooner.
     restore_deadline: tokio::time::Instant,
-    /// Whether the rebuild was put off once, for the first answer from the records to go out.
-    restore_postponed: bool,
     /// The SyncStep2 frame answering an empty state vector, valid until the document changes.
     full_state: Option<Bytes>,
 }
@@ -183,7 +181,6 @@ impl DocActor {
             awaiting_step1: Vec::new(),
             answered_from_store: Vec::new(),
             restore_deadline: tokio::time::Instant::now(),
-            restore_postponed: false,
             full_state: None,
         }
     }
@@ -532,12 +529,6 @@ impl DocActor {
         }
         let resync = out.resync;
         self.deliver(out);
-        if !self.answered_from_store.is_empty() && !self.restore_postponed {
-            // The first client has its answer: rebuild the document once that has been written
-            // (or as soon as a command needs the document).
-            self.restore_postponed = true;
-            self.restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
-        }
         if resync {
             self.resync().await;
         }
@@ -730,6 +721,11 @@ impl DocActor {
         match message {
             ClientMessage::SyncStep1(state_vector) if state_vector.is_empty() => {
                 if self.unrestored.is_some() {
+                    if self.answered_from_store.is_empty() {
+                        // The first answer from the records: rebuild the document once it has
+                        // been written (or as soon as a command needs the document).
+                        self.restore_deadline = tokio::time::Instant::now() + RESTORE_GRACE;
+                    }
                     self.answered_from_store.push(conn);
                 }
                 let frame = self.full_state_frame();

@@ -404,7 +404,7 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
     let answer = Arc::new(tokio::sync::Notify::new());
     // Set once this writer starts its closing handshake: the server's Close is then expected.
     let closing = Arc::new(AtomicBool::new(false));
-    let drain = tokio::spawn({
+    let mut drain = tokio::spawn({
         let shared = shared.clone();
         let closing = closing.clone();
         async move {
@@ -466,7 +466,6 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
     // its send buffer, which would then count as undelivered though the server never saw them.
     closing.store(true, Ordering::Relaxed);
     let _ = sink.close().await;
-    let mut drain = drain;
     if tokio::time::timeout(Duration::from_secs_f64(shared.args.drain), &mut drain)
         .await
         .is_err()

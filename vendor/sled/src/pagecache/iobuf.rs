@@ -1172,40 +1172,12 @@ fn seal_and_write_iobuf(
             lsn
         );
         if write_inline {
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                iobufs.config.set_global_error(e.clone());
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-                return Err(e);
-            }
-            return Ok(());
+            return write_iobuf_or_fail(iobufs, iobuf, lsn);
         }
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            let _ = write_iobuf_or_fail(&iobufs, &iobuf, lsn);
         })?;
 
         #[cfg(feature = "event_log")]
@@ -1215,6 +1187,28 @@ fn seal_and_write_iobuf(
     } else {
         Ok(())
     }
+}
+
+// WEFT: the write of a sealed buffer, shared by the pool thread and the inline path: on failure
+// the error is stored before the waiting threads are woken, so that they see it.
+fn write_iobuf_or_fail(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) -> Result<()> {
+    let result = iobufs.write_to_log(iobuf);
+    if let Err(e) = &result {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e.clone());
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+    }
+    result
 }
 
 impl Debug for IoBufs {
