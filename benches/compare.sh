@@ -13,6 +13,9 @@
 # Each server is pinned to CPU 0 and the load generator (target/release/weft-load) to CPU 1.
 # Prints one JSON line per run and a table with the Weft/peer ratio of every figure.
 # Env: PEERS="weft node-ref hocuspocus y-sweet" DURATION=20 SKIP_INSTALL=1
+#      ROUNDS=N  runs every scenario N times over all servers (the order rotated each round, so
+#                no server always runs first) and reports each figure's median over the rounds,
+#                plus every round's p99; this machine's run-to-run noise makes one round a guess
 #      WEFT_BASE_BIN=path/to/an/older/weft  adds the peer "weft-base" (same flags as weft), to
 #                                           measure a change against the build before it
 set -euo pipefail
@@ -22,6 +25,7 @@ peers_dir=$root/benches/peers
 out=${OUT:-$root/target/compare-$(date +%Y%m%d-%H%M%S).jsonl}
 duration=${DURATION:-20}
 servers=${PEERS:-"weft node-ref hocuspocus y-sweet"}
+rounds=${ROUNDS:-1}
 scenarios=${*:-fanout}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -94,19 +98,27 @@ scenario_args() {
 }
 
 : > "$out"
+# rotate LIST N: LIST's words rotated left by N (round r starts with a different server).
+rotate() {
+  local -a words=($1)
+  local n=$(($2 % ${#words[@]}))
+  echo "${words[@]:n}" "${words[@]:0:n}"
+}
 for scenario in $scenarios; do
-  for server in $servers; do
-    if [ "$server" = y-sweet ] && [ ! -x "$peers_dir/y-sweet/bin/y-sweet" ]; then continue; fi
-    data=$(mktemp -d)
-    port=$(free_port)
-    start_server "$server" "$port" "$data"
-    # shellcheck disable=SC2046
-    taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") $LOAD_ARGS \
-      --duration "$duration" --warmup 3 --pid "$SERVER_PID" --json \
-      --label "$scenario/$server" | tee -a "$out"
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$data" "$data.log"
+  for round in $(seq "$rounds"); do
+    for server in $(rotate "$servers" $((round - 1))); do
+      if [ "$server" = y-sweet ] && [ ! -x "$peers_dir/y-sweet/bin/y-sweet" ]; then continue; fi
+      data=$(mktemp -d)
+      port=$(free_port)
+      start_server "$server" "$port" "$data"
+      # shellcheck disable=SC2046
+      taskset -c 1 "$root/target/release/weft-load" --url "$URL_TEMPLATE" $(scenario_args "$scenario") $LOAD_ARGS \
+        --duration "$duration" --warmup 3 --pid "$SERVER_PID" --json \
+        --label "$scenario/$server" | tee -a "$out"
+      kill "$SERVER_PID" 2>/dev/null || true
+      wait "$SERVER_PID" 2>/dev/null || true
+      rm -rf "$data" "$data.log"
+    done
   done
 done
 
@@ -114,26 +126,34 @@ python3 - "$out" <<'PY'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = ["latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "undelivered_pct",
-        "sent_per_s", "delivered_per_s", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
+        "sent_per_s", "delivered_per_s", "updates_per_frame", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
         "loadgen_cpu_cores", "connect_ms_p99", "disconnects"]
 by = {}
 for r in runs:
     scen, server = r["label"].split("/")
-    by.setdefault(scen, {})[server] = r
+    by.setdefault(scen, {}).setdefault(server, []).append(r)
+
+def median(rs, k):
+    vals = sorted(r[k] for r in rs if isinstance(r.get(k), (int, float)))
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 for scen, servers in by.items():
-    print(f"\n## {scen}")
     names = list(servers)
+    n_rounds = max(len(rs) for rs in servers.values())
+    print(f"\n## {scen}" + (f" (median of {n_rounds} rounds)" if n_rounds > 1 else ""))
     print("| figure | " + " | ".join(names) + " | " + " | ".join(f"weft/{n}" for n in names if n != "weft") + " |")
     print("|---" * (1 + len(names) + len([n for n in names if n != "weft"])) + "|")
     for k in keys:
-        vals = [servers[n].get(k) for n in names]
-        fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
-        w = servers.get("weft", {}).get(k)
-        ratios = []
+        meds = {n: median(servers[n], k) for n in names}
+        w = meds.get("weft")
+        ratios = [f"{w / meds[n]:.2f}" if w is not None and meds[n] else "-" for n in names if n != "weft"]
+        print(f"| {k} | " + " | ".join(fmt(meds[n]) for n in names) + " | " + " | ".join(ratios) + " |")
+    if n_rounds > 1:
         for n in names:
-            if n == "weft": continue
-            p = servers[n].get(k)
-            ratios.append(f"{w / p:.2f}" if isinstance(w, (int, float)) and isinstance(p, (int, float)) and p else "-")
-        print(f"| {k} | " + " | ".join(fmt(v) for v in vals) + " | " + " | ".join(ratios) + " |")
+            print(f"{n} p99 per round: " + ", ".join(fmt(r.get("latency_ms_p99")) for r in servers[n]))
 PY
 echo "raw results: $out"

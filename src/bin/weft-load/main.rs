@@ -258,6 +258,8 @@ struct Shared {
     readers_per_doc: Vec<AtomicU64>,
     latencies: Mutex<Vec<u32>>,
     delivered: AtomicU64,
+    /// Update frames readers received that carried an update sent inside the window.
+    update_frames: AtomicU64,
     disconnects: AtomicU64,
     connect_errors: AtomicU64,
     connect_us: Mutex<Vec<u32>>,
@@ -320,6 +322,7 @@ async fn authenticate(mut conn: Conn) -> Result<Conn, String> {
 async fn reader(shared: Arc<Shared>, mut conn: Conn) {
     let mut latencies = Vec::with_capacity(4096);
     let mut delivered = 0u64;
+    let mut update_frames = 0u64;
     let _ = conn.send_step1(&StateVector::default()).await;
     let Conn {
         mut ws,
@@ -359,17 +362,24 @@ async fn reader(shared: Arc<Shared>, mut conn: Conn) {
             }
             Some((0, _)) => {
                 let now = now_us();
+                let before = delivered;
                 for (_, _, sent) in markers(&frame) {
                     if in_window(&shared, sent) {
                         latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
                         delivered += 1;
                     }
                 }
+                if delivered > before {
+                    update_frames += 1;
+                }
             }
             _ => {}
         }
     }
     shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+    shared
+        .update_frames
+        .fetch_add(update_frames, Ordering::Relaxed);
     shared
         .latencies
         .lock()
@@ -531,6 +541,7 @@ async fn main() {
         readers_per_doc: (0..docs).map(|_| AtomicU64::new(0)).collect(),
         latencies: Mutex::new(Vec::new()),
         delivered: AtomicU64::new(0),
+        update_frames: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
         connect_errors: AtomicU64::new(0),
         connect_us: Mutex::new(Vec::new()),
@@ -626,6 +637,7 @@ async fn main() {
         })
         .sum();
     let delivered = shared.delivered.load(Ordering::Relaxed);
+    let update_frames = shared.update_frames.load(Ordering::Relaxed);
     let sent: u64 = shared
         .sent_in_window
         .iter()
@@ -655,6 +667,9 @@ async fn main() {
         "undelivered_pct": if expected > 0 { 100.0 * (expected.saturating_sub(delivered)) as f64 / expected as f64 } else { 0.0 },
         "sent_per_s": sent as f64 / window,
         "delivered_per_s": delivered as f64 / window,
+        // How many updates one frame carried on average (servers that merge updates send fewer,
+        // larger frames; every frame costs the server and the reader a send and a read).
+        "updates_per_frame": if update_frames > 0 { delivered as f64 / update_frames as f64 } else { 0.0 },
         "latency_ms_p50": percentile(&latencies, 0.5),
         "latency_ms_p95": percentile(&latencies, 0.95),
         "latency_ms_p99": percentile(&latencies, 0.99),
