@@ -10,6 +10,7 @@
 # `weft-load --probe-doc` (pinned to CPU 1) connect PROBES times one after another, measuring TCP
 # connect -> SyncStep2 received with an empty state vector. The first probe after a start is the
 # cold load (fresh process, files in the page cache), the others are warm (document loaded).
+# The warm time is also split into TCP connect, WebSocket upgrade, and SyncStep1 -> SyncStep2.
 # y-sweet is installed into benches/peers/ by benches/compare.sh (run it once first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,16 +73,18 @@ runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 by = {}
 for r in runs:
     by.setdefault(r["label"], []).append(r)
-print("| server | cold ms (median of %d starts) | warm ms (median) | SyncStep2 bytes |" % len(next(iter(by.values()))))
-print("|---|---|---|---|")
+print("| server | cold ms (median of %d starts) | warm ms (median) | warm: connect / upgrade / sync ms | SyncStep2 bytes |" % len(next(iter(by.values()))))
+print("|---|---|---|---|---|")
 rows = {}
+med = lambda rs, k: statistics.median(r[k] for r in rs)
 for name, rs in by.items():
-    cold = statistics.median(r["first_ms"] for r in rs)
-    warm = statistics.median(r["warm_ms_p50"] for r in rs)
-    rows[name] = (cold, warm)
-    print(f"| {name} | {cold:.2f} | {warm:.2f} | {rs[0]['step2_bytes']} |")
+    cold, warm = med(rs, "first_ms"), med(rs, "warm_ms_p50")
+    phases = tuple(med(rs, f"warm_{p}_ms_p50") for p in ("connect", "upgrade", "sync"))
+    rows[name] = (cold, warm) + phases
+    print(f"| {name} | {cold:.2f} | {warm:.2f} | " + " / ".join(f"{v:.2f}" for v in phases) + f" | {rs[0]['step2_bytes']} |")
 for peer in ("weft-base", "y-sweet"):
     if "weft" in rows and peer in rows:
-        (wc, ww), (pc, pw) = rows["weft"], rows[peer]
-        print(f"| weft/{peer} | {wc / pc:.2f} | {ww / pw:.2f} | |")
+        w, p = rows["weft"], rows[peer]
+        r = [f"{a / b:.2f}" for a, b in zip(w, p)]
+        print(f"| weft/{peer} | {r[0]} | {r[1]} | {' / '.join(r[2:])} | |")
 PY

@@ -4,18 +4,32 @@
 //! as one update by an ordinary client). Without it, `--probes K` opens K connections one after
 //! another; each measures TCP connect -> SyncStep2 received for an empty state vector, the way
 //! a new browser tab loads a document. Run right after starting the server, the first probe is
-//! the cold load (document not in memory); the others are warm (document loaded).
+//! the cold load (document not in memory); the others are warm (document loaded). Each probe's
+//! time is also split into its phases (TCP connected, WebSocket upgraded, SyncStep2 received),
+//! so a fixed connection cost is told apart from the document's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
 use weft_crdt::protocol;
 use yrs::StateVector;
 
-use super::{trace, unframe, Args, Conn};
+use super::{authenticate, trace, unframe, Args, Conn};
+
+/// When each phase of one probe ended, counted from its start.
+struct Phases {
+    /// TCP connected.
+    connected: Duration,
+    /// The server's 101 received (and, for Hocuspocus, authenticated).
+    upgraded: Duration,
+    /// SyncStep2 received: the probe's time.
+    synced: Duration,
+}
 
 /// Opens one connection to `doc` on the first `--url`.
 async fn open(args: &Args, doc: &str) -> Result<Conn, String> {
@@ -48,11 +62,49 @@ pub async fn seed(args: &Args, doc: &str, trace_path: &Path) -> Result<(), Strin
     Ok(())
 }
 
-/// One probe: connect, ask with an empty state vector, wait for SyncStep2. Returns the time and
-/// the size of the SyncStep2 frame.
-async fn probe_once(args: &Args, doc: &str) -> Result<(Duration, usize), String> {
+/// Opens one connection to `doc` on the first `--url` the way [`Conn::open`] does, but with the
+/// TCP connect and the WebSocket upgrade timed apart: (connection, connected, upgraded).
+async fn open_timed(
+    args: &Args,
+    doc: &str,
+    started: Instant,
+) -> Result<(Conn, Duration, Duration), String> {
+    let url = args.urls[0].replace("{doc}", doc);
+    let request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let host = request.uri().host().unwrap_or("127.0.0.1").to_string();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let connected = started.elapsed();
+    // The default read buffer: a probe reads one large frame.
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(WebSocketConfig::default()),
+    )
+    .await
+    .map_err(|e| format!("{url}: {e}"))?;
+    let mut prefix = Vec::new();
+    yrs::encoding::write::Write::write_string(&mut prefix, doc);
+    let conn = authenticate(Conn {
+        ws,
+        protocol: args.protocol,
+        prefix,
+    })
+    .await?;
+    Ok((conn, connected, started.elapsed()))
+}
+
+/// One probe: connect, ask with an empty state vector, wait for SyncStep2. Returns the phases'
+/// times and the size of the SyncStep2 frame.
+async fn probe_once(args: &Args, doc: &str) -> Result<(Phases, usize), String> {
     let started = Instant::now();
-    let mut conn = open(args, doc).await?;
+    let (mut conn, connected, upgraded) = open_timed(args, doc, started).await?;
     conn.send_step1(&StateVector::default()).await?;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(30), conn.ws.next())
@@ -61,9 +113,14 @@ async fn probe_once(args: &Args, doc: &str) -> Result<(Duration, usize), String>
         match next {
             Some(Ok(Message::Binary(frame))) => {
                 if let Some((0, [1, ..])) = unframe(conn.protocol, &frame) {
-                    let elapsed = started.elapsed();
+                    let synced = started.elapsed();
                     let _ = conn.ws.close(None).await;
-                    return Ok((elapsed, frame.len()));
+                    let phases = Phases {
+                        connected,
+                        upgraded,
+                        synced,
+                    };
+                    return Ok((phases, frame.len()));
                 }
             }
             Some(Ok(_)) => {}
@@ -73,28 +130,38 @@ async fn probe_once(args: &Args, doc: &str) -> Result<(Duration, usize), String>
     }
 }
 
-/// Runs `args.probes` probes one after another and prints the times (ms) as JSON.
+/// Runs `args.probes` probes one after another and prints the times (ms) as JSON: the first
+/// probe's, the warm ones' median, min and max, and the warm median of each phase (connect,
+/// upgrade, and SyncStep1 sent -> SyncStep2 received).
 pub async fn probe(args: &Args, doc: &str) -> Result<(), String> {
-    let mut times = Vec::with_capacity(args.probes);
+    let mut all = Vec::with_capacity(args.probes);
     let mut bytes = 0;
     for _ in 0..args.probes.max(1) {
-        let (elapsed, size) = probe_once(args, doc).await?;
-        times.push(elapsed.as_secs_f64() * 1e3);
+        let (phases, size) = probe_once(args, doc).await?;
+        all.push(phases);
         bytes = size;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let first = times[0];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let times: Vec<f64> = all.iter().map(|p| ms(p.synced)).collect();
+    let warm_median = |part: &dyn Fn(&Phases) -> f64| {
+        let mut values: Vec<f64> = all[1..].iter().map(part).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
     let mut warm = times[1..].to_vec();
     warm.sort_by(f64::total_cmp);
-    let median = warm.get(warm.len() / 2).copied();
     let report = serde_json::json!({
         "label": args.label,
         "doc": doc,
         "step2_bytes": bytes,
-        "first_ms": first,
-        "warm_ms_p50": median,
+        "first_ms": times[0],
+        "warm_ms_p50": warm_median(&|p| ms(p.synced)),
         "warm_ms_min": warm.first(),
         "warm_ms_max": warm.last(),
+        "warm_connect_ms_p50": warm_median(&|p| ms(p.connected)),
+        "warm_upgrade_ms_p50": warm_median(&|p| ms(p.upgraded - p.connected)),
+        "warm_sync_ms_p50": warm_median(&|p| ms(p.synced - p.upgraded)),
         "all_ms": times,
     });
     println!("{report}");
