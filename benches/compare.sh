@@ -100,6 +100,7 @@ scenario_args() {
 : > "$out"
 # rotate LIST N: LIST's words rotated left by N (round r starts with a different server).
 rotate() {
+  # shellcheck disable=SC2206 # splitting the list into words is the point
   local -a words=($1)
   local n=$(($2 % ${#words[@]}))
   echo "${words[@]:n}" "${words[@]:0:n}"

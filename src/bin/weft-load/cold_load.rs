@@ -19,7 +19,7 @@ use tokio_tungstenite::MaybeTlsStream;
 use weft_crdt::protocol;
 use yrs::StateVector;
 
-use super::{authenticate, trace, unframe, Args, Conn};
+use super::{trace, unframe, Args, Conn};
 
 /// When each phase of one probe ended, counted from its start.
 struct Phases {
@@ -89,14 +89,7 @@ async fn open_timed(
     )
     .await
     .map_err(|e| format!("{url}: {e}"))?;
-    let mut prefix = Vec::new();
-    yrs::encoding::write::Write::write_string(&mut prefix, doc);
-    let conn = authenticate(Conn {
-        ws,
-        protocol: args.protocol,
-        prefix,
-    })
-    .await?;
+    let conn = Conn::from_ws(ws, doc, args.protocol).await?;
     Ok((conn, connected, started.elapsed()))
 }
 

@@ -138,6 +138,11 @@ impl Conn {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .map_err(|e| format!("{url}: {e}"))?;
+        Conn::from_ws(ws, doc, protocol).await
+    }
+
+    /// Wraps an upgraded WebSocket to document `doc` and, for Hocuspocus, authenticates.
+    async fn from_ws(ws: Ws, doc: &str, protocol: Protocol) -> Result<Conn, String> {
         let mut prefix = Vec::new();
         prefix.write_string(doc);
         authenticate(Conn {
