@@ -5,7 +5,8 @@
 //! (group commit), and only then sends anything out: replies, awareness relays, and one merged
 //! update frame for the whole batch, encoded once and shared by every session. So no client ever
 //! sees state the store does not hold, and a burst of N updates costs one write and one frame per
-//! session instead of N.
+//! session instead of N. A document with many sessions holds a batch back a little while it is
+//! busy (see `DocActor::coalesce`), so that its batches, and not its frame counts, grow.
 //!
 //! Loading is split so that a new client is not kept waiting for the decode: a client asking
 //! with an empty state vector (a fresh browser tab) is answered straight from the stored records
@@ -51,8 +52,11 @@ const RESTORE_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 /// Documents with fewer sessions than this are never held back for coalescing.
 const COALESCE_MIN_SESSIONS: usize = 16;
 
-/// How often adaptive coalescing looks at the sessions' queues again.
+/// How often adaptive coalescing looks at the sessions' queues (and the mailbox) again.
 const COALESCE_POLL: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Longest gap broadcast pacing puts between two update broadcasts, however many sessions.
+const BROADCAST_PACE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A joined session as the actor sees it.
 struct SessionEntry {
@@ -137,6 +141,8 @@ pub(crate) struct DocActor {
     snapshot_bytes: u64,
     /// When the last session left (the idle-unload clock), if none is connected.
     idle_since: Option<Instant>,
+    /// When the last update frame went out to the sessions (for broadcast pacing).
+    last_update_broadcast: Option<tokio::time::Instant>,
     /// Stored records not yet applied to the document (see the module comment).
     unrestored: Option<StoredDoc>,
     /// Sessions that joined before the document was rebuilt: they get the server's SyncStep1
@@ -177,6 +183,7 @@ impl DocActor {
             log_bytes: 0,
             snapshot_bytes: 0,
             idle_since: Some(Instant::now()),
+            last_update_broadcast: None,
             unrestored: None,
             awaiting_step1: Vec::new(),
             answered_from_store: Vec::new(),
@@ -246,7 +253,7 @@ impl DocActor {
                     continue;
                 }
             };
-            self.wait_while_sessions_are_behind().await;
+            self.coalesce().await;
             let mut batch = Vec::with_capacity(16);
             batch.push(first);
             while batch.len() < self.config.max_batch {
@@ -261,15 +268,40 @@ impl DocActor {
         }
     }
 
-    /// Adaptive coalescing: while many sessions still have frames of earlier broadcasts queued,
-    /// wait (at most `coalesce_max`) so that the updates arriving meanwhile go out merged into
-    /// one frame instead of one frame each. When the sessions keep up there is no delay at all;
-    /// under load the batches grow and the frames per session per second shrink.
-    async fn wait_while_sessions_are_behind(&self) {
-        let max = self.config.coalesce_max;
+    /// Adaptive coalescing, for documents with many sessions, so that the updates arriving
+    /// meanwhile go out merged into one frame instead of one frame each:
+    /// - pacing: update broadcasts are at least `broadcast_pace` per session apart (at most
+    ///   [`BROADCAST_PACE_MAX`]), about what writing one to every session costs; so one busy
+    ///   document cannot spend the whole core on per-frame costs, and an update arriving
+    ///   longer than that after the last broadcast goes out at once;
+    /// - while many sessions still have frames of earlier broadcasts queued, wait (at most
+    ///   `coalesce_max`).
+    ///
+    /// When the document is quiet there is no delay at all; under load the batches grow and the
+    /// frames per session per second shrink. A full mailbox ends the wait.
+    async fn coalesce(&self) {
         // With few sessions a frame costs little, and one idle or closing client must not delay
         // the others.
-        if max.is_zero() || self.sessions.len() < COALESCE_MIN_SESSIONS {
+        if self.sessions.len() < COALESCE_MIN_SESSIONS {
+            return;
+        }
+        let pace = self
+            .config
+            .broadcast_pace
+            .saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX))
+            .min(BROADCAST_PACE_MAX);
+        if let Some(last) = self.last_update_broadcast.filter(|_| !pace.is_zero()) {
+            let until = last + pace;
+            while tokio::time::Instant::now() < until {
+                if self.mailbox.len() >= self.config.max_batch {
+                    return;
+                }
+                tokio::time::sleep_until(until.min(tokio::time::Instant::now() + COALESCE_POLL))
+                    .await;
+            }
+        }
+        let max = self.config.coalesce_max;
+        if max.is_zero() {
             return;
         }
         let deadline = tokio::time::Instant::now() + max;
@@ -1039,6 +1071,7 @@ impl DocActor {
             let skipped = skip.is_some_and(|conn| self.sessions.contains_key(&conn));
             let receivers = self.sessions.len() - usize::from(skipped);
             metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
+            self.last_update_broadcast = Some(tokio::time::Instant::now());
         }
         for (conn, session) in &self.sessions {
             let update = update_frame.as_ref().filter(|_| skip != Some(*conn));

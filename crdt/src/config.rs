@@ -23,6 +23,10 @@ pub struct DocConfig {
     /// Longest an actor holds a batch back while its sessions are still writing earlier
     /// frames, so that updates arriving meanwhile share one frame (zero: never).
     pub coalesce_max: Duration,
+    /// Update broadcasts of a document with many sessions are at least this much per session
+    /// apart (about what writing a frame to one session costs), so a busy document sends fewer,
+    /// larger frames; an update arriving later than that goes out at once (zero: off).
+    pub broadcast_pace: Duration,
 }
 
 impl Default for DocConfig {
@@ -36,6 +40,7 @@ impl Default for DocConfig {
             max_batch: 1024,
             max_doc_bytes: 256 * 1024 * 1024,
             coalesce_max: Duration::from_millis(5),
+            broadcast_pace: Duration::from_micros(15),
         }
     }
 }

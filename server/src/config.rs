@@ -85,6 +85,12 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_COALESCE_MAX", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub coalesce_max: Duration,
 
+    /// Least time between two update broadcasts of a document, per session it has (documents
+    /// with 16 or more sessions; at most 20 ms): a busy document sends fewer, larger frames,
+    /// while an update arriving later than that goes out at once (`0s` turns pacing off).
+    #[arg(long, env = "WEFT_BROADCAST_PACE", default_value = "15us", value_parser = humantime::parse_duration)]
+    pub broadcast_pace: Duration,
+
     /// How often the server pings each client.
     #[arg(long, env = "WEFT_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
@@ -167,6 +173,7 @@ impl ServerConfig {
             idle_unload: self.idle_unload,
             outbound_queue: self.outbound_queue,
             coalesce_max: self.coalesce_max,
+            broadcast_pace: self.broadcast_pace,
             max_doc_bytes: self.max_doc_bytes,
             ..DocConfig::default()
         }

@@ -119,7 +119,8 @@ impl TestClient {
 
     /// Connects without syncing; the error if the server is not there.
     pub async fn try_connect(url: &str) -> Result<TestClient, String> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // TCP_NODELAY, as browsers do: each message is sent when it is written.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| e.to_string())?;
         Ok(TestClient {
@@ -213,7 +214,8 @@ impl TestClient {
         }
     }
 
-    async fn handle(&mut self, frame: bytes::Bytes) {
+    /// Handles one received frame: answers SyncStep1, applies updates and awareness.
+    pub async fn handle(&mut self, frame: bytes::Bytes) {
         let message = protocol::decode_client_message(frame.clone())
             .unwrap_or_else(|e| panic!("server sent an invalid frame {frame:?}: {e}"));
         match message {

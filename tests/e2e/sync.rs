@@ -1,4 +1,6 @@
-//! Collaboration: convergence, late joiners, awareness relay and removal.
+//! Collaboration: convergence, late joiners, awareness relay and removal, merged broadcasts.
+
+use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -132,5 +134,48 @@ async fn a_new_client_always_gets_the_latest_state() {
         .await;
     let third = TestClient::connect_synced(&app.ws_url("cached")).await;
     assert_eq!(third.text(), "+<4><3><2><1><0>");
+    app.stop().await;
+}
+
+/// A document with many clients that gets an update every 2 ms sends them merged into a few
+/// frames (broadcast pacing: here 1 ms per client, so at most one broadcast per 20 ms), and every
+/// client gets every update. Without pacing each update would arrive at an idle document and go
+/// out in a frame of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_document_merges_a_burst_into_few_frames() {
+    const READERS: usize = 20;
+    const BURST: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.broadcast_pace = Duration::from_millis(1);
+    let app = spawn_app(config).await;
+    let url = app.ws_url("busy");
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(TestClient::connect_synced(&url).await);
+    }
+    let mut writer = TestClient::connect_synced(&url).await;
+    for i in 0..BURST {
+        writer.insert(0, &format!("{i};")).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let expected = writer.text();
+    for (n, reader) in readers.iter_mut().enumerate() {
+        let mut frames = 0;
+        while reader.text() != expected {
+            match reader.next_raw().await {
+                Some(tokio_tungstenite::tungstenite::Message::Binary(frame)) => {
+                    frames += 1;
+                    reader.handle(frame).await;
+                }
+                Some(_) => {}
+                None => panic!("reader {n} was disconnected"),
+            }
+        }
+        assert!(
+            frames <= BURST / 2,
+            "reader {n} got {BURST} updates in {frames} frames: not merged"
+        );
+    }
     app.stop().await;
 }
