@@ -62,7 +62,9 @@ test('two people edit one document in the browser', async () => {
   await Promise.all([typeAtEnd(alice, 'Hello from Alice. '), typeAtEnd(bob, 'Bob was here! ')])
   await waitFor('both pages to show the same text', async () => {
     const [a, b] = await Promise.all([textOf(alice), textOf(bob)])
-    return a === b && a.includes('Hello from Alice. ') && a.includes('Bob was here! ')
+    if (a === b && a.includes('Hello from Alice. ') && a.includes('Bob was here! ')) return true
+    // Returned (not thrown) so that a timeout reports what each page had.
+    return new Error(`Alice's page has ${JSON.stringify(a)}, Bob's ${JSON.stringify(b)}`)
   })
   assert.equal(await shownText(alice), await shownText(bob), 'editors display the shared text')
 
