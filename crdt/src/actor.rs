@@ -291,26 +291,32 @@ impl DocActor {
             .saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX))
             .min(BROADCAST_PACE_MAX);
         if let Some(last) = self.last_update_broadcast.filter(|_| !pace.is_zero()) {
-            let until = last + pace;
-            while tokio::time::Instant::now() < until {
-                if self.mailbox.len() >= self.config.max_batch {
-                    return;
-                }
-                tokio::time::sleep_until(until.min(tokio::time::Instant::now() + COALESCE_POLL))
-                    .await;
+            if !self.hold_while(last + pace, |_| true).await {
+                return;
             }
         }
         let max = self.config.coalesce_max;
-        if max.is_zero() {
-            return;
+        if !max.is_zero() {
+            let deadline = tokio::time::Instant::now() + max;
+            self.hold_while(deadline, Self::sessions_behind).await;
         }
-        let deadline = tokio::time::Instant::now() + max;
-        while self.sessions_behind() && tokio::time::Instant::now() < deadline {
+    }
+
+    /// Waits while `holding` is true, until `deadline`, looking again every [`COALESCE_POLL`].
+    /// False if it stopped early because the mailbox filled up (a full batch is waiting).
+    async fn hold_while(
+        &self,
+        deadline: tokio::time::Instant,
+        holding: impl Fn(&Self) -> bool,
+    ) -> bool {
+        while holding(self) && tokio::time::Instant::now() < deadline {
             if self.mailbox.len() >= self.config.max_batch {
-                return;
+                return false;
             }
-            tokio::time::sleep(COALESCE_POLL).await;
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + COALESCE_POLL))
+                .await;
         }
+        true
     }
 
     /// Whether more than an eighth of the sessions have frames waiting to be written.
