@@ -79,8 +79,11 @@ enum UpdateOrigin {
 struct Outgoing {
     /// Frames for one session each, in order.
     direct: Vec<(ConnId, Bytes)>,
-    /// Frames for every session (awareness relays), in order.
-    everyone: Vec<Bytes>,
+    /// Awareness frames for every session, as received (or as encoded for a removal).
+    awareness_frames: Vec<Bytes>,
+    /// The awareness clients those frames changed: with more than one frame, every session gets
+    /// one frame with these clients' current states instead (see [`DocActor::awareness_relay`]).
+    awareness_changed: Vec<ClientID>,
     /// Accepted updates, to store and then broadcast as one merged frame.
     updates: Vec<Bytes>,
     /// `updates` merged into one (set by `persist`): the batch's one log record and the body of
@@ -104,6 +107,14 @@ struct Outgoing {
     closes: Vec<(ConnId, CloseReason)>,
     /// yrs panicked on or rejected an update: the in-memory document is untrustworthy.
     poisoned: bool,
+}
+
+impl Outgoing {
+    /// Queues an awareness frame for every session; `changed` are the clients it changed.
+    fn relay_awareness(&mut self, frame: Bytes, changed: impl IntoIterator<Item = ClientID>) {
+        self.awareness_frames.push(frame);
+        self.awareness_changed.extend(changed);
+    }
 }
 
 /// How the actor's loop ends.
@@ -141,8 +152,9 @@ pub(crate) struct DocActor {
     snapshot_bytes: u64,
     /// When the last session left (the idle-unload clock), if none is connected.
     idle_since: Option<Instant>,
-    /// When the last update frame went out to the sessions (for broadcast pacing).
-    last_update_broadcast: Option<tokio::time::Instant>,
+    /// When the last frame for every session (an update or awareness relay) went out (for
+    /// broadcast pacing).
+    last_broadcast: Option<tokio::time::Instant>,
     /// Stored records not yet applied to the document (see the module comment).
     unrestored: Option<StoredDoc>,
     /// Sessions that joined before the document was rebuilt: they get the server's SyncStep1
@@ -183,7 +195,7 @@ impl DocActor {
             log_bytes: 0,
             snapshot_bytes: 0,
             idle_since: Some(Instant::now()),
-            last_update_broadcast: None,
+            last_broadcast: None,
             unrestored: None,
             awaiting_step1: Vec::new(),
             answered_from_store: Vec::new(),
@@ -290,7 +302,7 @@ impl DocActor {
             .broadcast_pace
             .saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX))
             .min(BROADCAST_PACE_MAX);
-        if let Some(last) = self.last_update_broadcast.filter(|_| !pace.is_zero()) {
+        if let Some(last) = self.last_broadcast.filter(|_| !pace.is_zero()) {
             if !self.hold_while(last + pace, |_| true).await {
                 return;
             }
@@ -835,7 +847,7 @@ impl DocActor {
             .map(|(id, entry)| (*id, entry.json.as_ref() != "null"))
             .collect();
         match self.awareness.apply_update_summary(update) {
-            Ok(Some(_)) => {
+            Ok(Some(summary)) => {
                 let clients = match source {
                     AwarenessSource::Session(conn) => self
                         .sessions
@@ -859,7 +871,7 @@ impl DocActor {
                 }
                 // Relayed to everyone, the sender included: y-websocket clients count it as a
                 // sign of life, as the reference server does.
-                out.everyone.push(frame);
+                out.relay_awareness(frame, summary.all_changes());
             }
             Ok(None) => {}
             Err(error) => match source {
@@ -915,11 +927,11 @@ impl DocActor {
             self.idle_since = Some(Instant::now());
         }
         let gone: Vec<ClientID> = session.awareness_clients.into_iter().collect();
-        if let Some(frame) = self.remove_awareness_states(gone) {
+        if let Some(frame) = self.remove_awareness_states(&gone) {
             if self.fanout.is_shared() {
                 out.publish.push(frame.clone());
             }
-            out.everyone.push(frame);
+            out.relay_awareness(frame, gone);
         }
     }
 
@@ -929,20 +941,21 @@ impl DocActor {
         let Some(gone) = self.remote_clients.remove(&node) else {
             return;
         };
-        if let Some(frame) = self.remove_awareness_states(gone.into_iter().collect()) {
-            out.everyone.push(frame);
+        let gone: Vec<ClientID> = gone.into_iter().collect();
+        if let Some(frame) = self.remove_awareness_states(&gone) {
+            out.relay_awareness(frame, gone);
         }
     }
 
     /// Removes awareness states and encodes the removal, if there was anything to remove.
-    fn remove_awareness_states(&mut self, gone: Vec<ClientID>) -> Option<Bytes> {
+    fn remove_awareness_states(&mut self, gone: &[ClientID]) -> Option<Bytes> {
         if gone.is_empty() {
             return None;
         }
-        for id in &gone {
+        for id in gone {
             self.awareness.remove_state(*id);
         }
-        match self.awareness.update_with_clients(gone) {
+        match self.awareness.update_with_clients(gone.iter().copied()) {
             Ok(update) => Some(protocol::encode_awareness(&update)),
             Err(error) => {
                 tracing::warn!(doc = %self.name, %error, "could not encode removal");
@@ -1023,7 +1036,8 @@ impl DocActor {
     fn deliver(&mut self, out: Outgoing) {
         let Outgoing {
             direct,
-            everyone,
+            awareness_frames,
+            awareness_changed,
             updates,
             merged,
             remote_updates,
@@ -1077,7 +1091,10 @@ impl DocActor {
             let skipped = skip.is_some_and(|conn| self.sessions.contains_key(&conn));
             let receivers = self.sessions.len() - usize::from(skipped);
             metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
-            self.last_update_broadcast = Some(tokio::time::Instant::now());
+        }
+        let everyone = self.awareness_relay(awareness_frames, awareness_changed);
+        if update_frame.is_some() || !everyone.is_empty() {
+            self.last_broadcast = Some(tokio::time::Instant::now());
         }
         for (conn, session) in &self.sessions {
             let update = update_frame.as_ref().filter(|_| skip != Some(*conn));
@@ -1111,8 +1128,31 @@ impl DocActor {
             }
             self.remove_session(conn, &mut removals);
         }
-        if !removals.everyone.is_empty() {
+        if !removals.awareness_frames.is_empty() {
             self.deliver(removals);
+        }
+    }
+
+    /// The awareness frames for every session: one frame as received; several as one frame
+    /// with the current states of every client they changed (a burst of cursor moves costs each
+    /// session one frame, and only the latest position of each cursor is sent). Should that
+    /// encoding fail, the frames as received.
+    fn awareness_relay(&self, frames: Vec<Bytes>, mut changed: Vec<ClientID>) -> Vec<Bytes> {
+        if frames.len() < 2 {
+            return frames;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        match self.awareness.update_with_clients(changed) {
+            Ok(update) => {
+                metrics::counter!("weft_awareness_frames_merged_total")
+                    .increment(frames.len() as u64);
+                vec![protocol::encode_awareness(&update)]
+            }
+            Err(error) => {
+                tracing::warn!(doc = %self.name, %error, "could not merge awareness relays");
+                frames
+            }
         }
     }
 

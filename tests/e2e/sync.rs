@@ -179,3 +179,52 @@ async fn a_busy_document_merges_a_burst_into_few_frames() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_document_merges_cursor_moves_into_few_frames() {
+    const READERS: usize = 20;
+    const MOVES: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.broadcast_pace = Duration::from_millis(1);
+    let app = spawn_app(config).await;
+    let url = app.ws_url("cursors");
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(TestClient::connect_synced(&url).await);
+    }
+    // Two people move their cursors, as an editor reports every move.
+    let mut ada = TestClient::connect_synced(&url).await;
+    let mut bob = TestClient::connect_synced(&url).await;
+    for clock in 1..=MOVES {
+        let cursor = format!(r#"{{"cursor":{clock}}}"#);
+        ada.send(awareness_frame(5001, clock, &cursor)).await;
+        bob.send(awareness_frame(5002, clock, &cursor)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let last = |reader: &TestClient, id: u64| {
+        let client = yrs::ClientID::new(id);
+        let state: Option<serde_json::Value> = reader.awareness.state(client);
+        reader.awareness.meta(client).map(|(clock, _)| clock) == Some(MOVES)
+            && state == Some(serde_json::json!({ "cursor": MOVES }))
+    };
+    for (n, reader) in readers.iter_mut().enumerate() {
+        let mut frames = 0;
+        while !(last(reader, 5001) && last(reader, 5002)) {
+            match reader.next_raw().await {
+                Some(tokio_tungstenite::tungstenite::Message::Binary(frame)) => {
+                    frames += usize::from(frame.first() == Some(&1));
+                    reader.handle(frame).await;
+                }
+                Some(_) => {}
+                None => panic!("reader {n} was disconnected"),
+            }
+        }
+        assert!(
+            frames <= MOVES as usize,
+            "reader {n} got {} cursor moves in {frames} frames: not merged",
+            2 * MOVES
+        );
+    }
+    app.stop().await;
+}
