@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the same load scenarios against Weft and its peers, side by side, in one run.
 #
-#   bash benches/compare.sh [scenario ...]     scenarios: fanout overload100 overload500
+#   bash benches/compare.sh [scenario ...]     scenarios: fanout cursors overload100 overload500
 #                                                         overload1000 manydocs durable
 #                                                         (default: fanout)
 #
@@ -85,6 +85,8 @@ start_server() {
 scenario_args() {
   case $1 in
     fanout) echo "-c 1010 -d 1 -w 10 -r 20 --drain 3" ;;
+    # Fan-out as editors do it: every update followed by the writer's cursor (awareness).
+    cursors) echo "-c 1010 -d 1 -w 10 -r 20 --awareness --drain 3" ;;
     overload100) echo "-c 1010 -d 1 -w 10 -r 100 --drain 3" ;;
     overload500) echo "-c 1010 -d 1 -w 10 -r 500 --drain 3" ;;
     overload1000) echo "-c 1010 -d 1 -w 10 -r 1000 --drain 3" ;;
@@ -128,7 +130,10 @@ import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = ["latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "undelivered_pct",
         "sent_per_s", "delivered_per_s", "updates_per_frame", "server_cpu_cores", "server_cpu_us_per_delivery", "server_rss_mib_max",
-        "loadgen_cpu_cores", "connect_ms_p99", "disconnects"]
+        "loadgen_cpu_cores", "connect_ms_p99", "disconnects", "frames_received_per_s",
+        "awareness_sent_per_s", "awareness_states_received_per_s", "awareness_states_per_frame",
+        "awareness_latency_ms_p50", "awareness_latency_ms_p99"]
+runs_have = lambda rs, k: any(k in r for r in rs)
 by = {}
 for r in runs:
     scen, server = r["label"].split("/")
@@ -149,6 +154,8 @@ for scen, servers in by.items():
     print("| figure | " + " | ".join(names) + " | " + " | ".join(f"weft/{n}" for n in names if n != "weft") + " |")
     print("|---" * (1 + len(names) + len([n for n in names if n != "weft"])) + "|")
     for k in keys:
+        if not runs_have([r for rs in servers.values() for r in rs], k):
+            continue
         meds = {n: median(servers[n], k) for n in names}
         w = meds.get("weft")
         ratios = [f"{w / meds[n]:.2f}" if w is not None and meds[n] else "-" for n in names if n != "weft"]

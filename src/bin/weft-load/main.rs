@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use weft_crdt::protocol;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
 
 /// The framing a server speaks.
@@ -110,6 +111,12 @@ struct Args {
     /// Seconds to stay connected after seeding, so the server persists the document.
     #[arg(long, default_value_t = 2.0)]
     seed_wait: f64,
+    /// Writers also send an awareness update (their cursor, with a marker) after every update,
+    /// as editors do; readers report the awareness frames they received and the cursors'
+    /// delivery latency. A server may merge or skip intermediate cursor positions, so these are
+    /// not counted as undelivered.
+    #[arg(long)]
+    awareness: bool,
 }
 
 /// One connection to one document, speaking the server's framing.
@@ -265,6 +272,12 @@ struct Shared {
     delivered: AtomicU64,
     /// Update frames readers received that carried an update sent inside the window.
     update_frames: AtomicU64,
+    /// With `--awareness`: cursor latencies, cursor states received and the awareness frames
+    /// that carried them (sent inside the window), and cursor updates sent inside the window.
+    awareness_latencies: Mutex<Vec<u32>>,
+    awareness_states: AtomicU64,
+    awareness_frames: AtomicU64,
+    awareness_sent: AtomicU64,
     disconnects: AtomicU64,
     connect_errors: AtomicU64,
     connect_us: Mutex<Vec<u32>>,
@@ -328,6 +341,9 @@ async fn reader(shared: Arc<Shared>, mut conn: Conn) {
     let mut latencies = Vec::with_capacity(4096);
     let mut delivered = 0u64;
     let mut update_frames = 0u64;
+    let mut awareness_latencies = Vec::new();
+    let mut awareness_states = 0u64;
+    let mut awareness_frames = 0u64;
     let _ = conn.send_step1(&StateVector::default()).await;
     let Conn {
         mut ws,
@@ -378,9 +394,34 @@ async fn reader(shared: Arc<Shared>, mut conn: Conn) {
                     update_frames += 1;
                 }
             }
+            Some((1, _)) => {
+                let now = now_us();
+                let before = awareness_states;
+                for (_, _, sent) in markers(&frame) {
+                    if in_window(&shared, sent) {
+                        awareness_latencies
+                            .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                        awareness_states += 1;
+                    }
+                }
+                if awareness_states > before {
+                    awareness_frames += 1;
+                }
+            }
             _ => {}
         }
     }
+    shared
+        .awareness_states
+        .fetch_add(awareness_states, Ordering::Relaxed);
+    shared
+        .awareness_frames
+        .fetch_add(awareness_frames, Ordering::Relaxed);
+    shared
+        .awareness_latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(awareness_latencies);
     shared.delivered.fetch_add(delivered, Ordering::Relaxed);
     shared
         .update_frames
@@ -475,6 +516,24 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
         if in_window(&shared, sent_at) {
             shared.sent_in_window[doc].fetch_add(1, Ordering::Relaxed);
         }
+        if shared.args.awareness {
+            // The cursor after the insert, as an editor's awareness update reports it.
+            let cursor = cursor_update(&ydoc, u32::try_from(seq).unwrap_or(u32::MAX), &marker);
+            if sink
+                .send(frame(
+                    framing,
+                    &prefix,
+                    &protocol::encode_awareness(&cursor),
+                ))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if in_window(&shared, sent_at) {
+                shared.awareness_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     // A clean closing handshake: send Close, then keep reading until the server's Close. Dropping
     // the socket with unread data would make the kernel reset it and discard the updates still in
@@ -487,6 +546,21 @@ async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn)
     {
         drain.abort();
     }
+}
+
+/// The writer's awareness state at `clock`: its name and a cursor carrying `marker`.
+fn cursor_update(ydoc: &yrs::Doc, clock: u32, marker: &str) -> AwarenessUpdate {
+    let id = ydoc.client_id();
+    let json = format!(r#"{{"user":{{"name":"writer {id}"}},"cursor":"{marker}"}}"#);
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        id,
+        AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        },
+    );
+    AwarenessUpdate { clients }
 }
 
 fn in_window(shared: &Shared, at: u64) -> bool {
@@ -547,6 +621,10 @@ async fn main() {
         latencies: Mutex::new(Vec::new()),
         delivered: AtomicU64::new(0),
         update_frames: AtomicU64::new(0),
+        awareness_latencies: Mutex::new(Vec::new()),
+        awareness_states: AtomicU64::new(0),
+        awareness_frames: AtomicU64::new(0),
+        awareness_sent: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
         connect_errors: AtomicU64::new(0),
         connect_us: Mutex::new(Vec::new()),
@@ -643,6 +721,15 @@ async fn main() {
         .sum();
     let delivered = shared.delivered.load(Ordering::Relaxed);
     let update_frames = shared.update_frames.load(Ordering::Relaxed);
+    let mut awareness_latencies = std::mem::take(
+        &mut *shared
+            .awareness_latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    awareness_latencies.sort_unstable();
+    let awareness_states = shared.awareness_states.load(Ordering::Relaxed);
+    let awareness_frames = shared.awareness_frames.load(Ordering::Relaxed);
     let sent: u64 = shared
         .sent_in_window
         .iter()
@@ -679,12 +766,43 @@ async fn main() {
         "latency_ms_p95": percentile(&latencies, 0.95),
         "latency_ms_p99": percentile(&latencies, 0.99),
         "latency_ms_max": latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+        // Every frame a reader received for the window's updates and cursors, per second.
+        "frames_received_per_s": (update_frames + awareness_frames) as f64 / window,
         "server_cpu_cores": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.map(|c| if delivered > 0 { c * window * 1e6 / delivered as f64 } else { f64::NAN }),
         "server_rss_mib_end": server_after.map(|s| s.1 as f64 / 1024.0),
         "server_rss_mib_max": (!pids.is_empty()).then(|| rss_max as f64 / 1024.0),
         "loadgen_cpu_cores": cpu(self_before, self_after),
     });
+    let mut report = report;
+    if args.awareness {
+        if let serde_json::Value::Object(map) = &mut report {
+            map.insert(
+                "awareness_sent_per_s".into(),
+                serde_json::json!(shared.awareness_sent.load(Ordering::Relaxed) as f64 / window),
+            );
+            map.insert(
+                "awareness_states_received_per_s".into(),
+                serde_json::json!(awareness_states as f64 / window),
+            );
+            map.insert(
+                "awareness_states_per_frame".into(),
+                serde_json::json!(if awareness_frames > 0 {
+                    awareness_states as f64 / awareness_frames as f64
+                } else {
+                    0.0
+                }),
+            );
+            map.insert(
+                "awareness_latency_ms_p50".into(),
+                serde_json::json!(percentile(&awareness_latencies, 0.5)),
+            );
+            map.insert(
+                "awareness_latency_ms_p99".into(),
+                serde_json::json!(percentile(&awareness_latencies, 0.99)),
+            );
+        }
+    }
     if args.json {
         println!("{report}");
     } else {
