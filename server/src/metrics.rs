@@ -61,6 +61,10 @@ fn describe() {
         Unit::Seconds,
         "Durable append latency (group commit)"
     );
+    describe_counter!(
+        "weft_awareness_frames_merged_total",
+        "Awareness messages relayed merged into one frame with others of their batch"
+    );
     describe_counter!("weft_compactions_total", "Log compactions");
     describe_counter!("weft_auth_refusals_total", "Requests refused by auth");
     describe_counter!(

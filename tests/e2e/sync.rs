@@ -226,5 +226,20 @@ async fn a_busy_document_merges_cursor_moves_into_few_frames() {
             2 * MOVES
         );
     }
+    let metrics = reqwest::get(app.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let merged: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("weft_awareness_frames_merged_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        merged > 0.0,
+        "no merged awareness relays counted:\n{metrics}"
+    );
     app.stop().await;
 }
