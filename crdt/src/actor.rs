@@ -2,11 +2,12 @@
 //!
 //! Sessions send [`DocCommand`]s to its mailbox. The actor takes them in batches: it applies
 //! every update of a batch in one transaction, appends them to the store in one durable write
-//! (group commit), and only then sends anything out: replies, awareness relays, and one merged
-//! update frame for the whole batch, encoded once and shared by every session. So no client ever
-//! sees state the store does not hold, and a burst of N updates costs one write and one frame per
-//! session instead of N. A document with many sessions holds a batch back a little while it is
-//! busy (see `DocActor::coalesce`), so that its batches, and not its frame counts, grow.
+//! (group commit), and only then sends anything out: replies, awareness relays (several merged
+//! into one frame) and one merged update frame for the whole batch, encoded once and shared by
+//! every session. So no client ever sees state the store does not hold, and a burst of N updates
+//! costs one write and one frame per session instead of N. A document with many sessions holds
+//! a batch back a little while it is busy (see `DocActor::coalesce`), so that its batches, and
+//! not its frame counts, grow.
 //!
 //! Loading is split so that a new client is not kept waiting for the decode: a client asking
 //! with an empty state vector (a fresh browser tab) is answered straight from the stored records

@@ -8,6 +8,9 @@
 //! connect times, disconnects, the server's CPU and RSS (from `/proc/<pid>` with `--pid`) and the
 //! generator's own CPU, as a table or `--json`.
 //!
+//! `--awareness` adds editors' cursor traffic: each writer sends an awareness update carrying a
+//! marker after every update; readers report cursor states received and their latency.
+//!
 //! Several `--url`s (the nodes of a cluster) spread the readers and the writers over them
 //! round-robin, so most deliveries cross nodes; several `--pid`s add up the servers' CPU and RSS.
 //!
@@ -741,7 +744,7 @@ async fn main() {
         _ => None,
     };
     let server_cpu = cpu(server_before, server_after);
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "label": args.label,
         "urls": args.urls,
         "connections": args.connections,
@@ -774,7 +777,6 @@ async fn main() {
         "server_rss_mib_max": (!pids.is_empty()).then(|| rss_max as f64 / 1024.0),
         "loadgen_cpu_cores": cpu(self_before, self_after),
     });
-    let mut report = report;
     if args.awareness {
         if let serde_json::Value::Object(map) = &mut report {
             map.insert(
