@@ -56,7 +56,7 @@ const COALESCE_MIN_SESSIONS: usize = 16;
 /// How often adaptive coalescing looks at the sessions' queues (and the mailbox) again.
 const COALESCE_POLL: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Longest gap broadcast pacing puts between two update broadcasts, however many sessions.
+/// Longest gap broadcast pacing puts between two broadcasts, however many sessions.
 const BROADCAST_PACE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A joined session as the actor sees it.
@@ -283,8 +283,9 @@ impl DocActor {
 
     /// Adaptive coalescing, for documents with many sessions, so that the updates arriving
     /// meanwhile go out merged into one frame instead of one frame each:
-    /// - pacing: update broadcasts are at least `broadcast_pace` per session apart (at most
-    ///   [`BROADCAST_PACE_MAX`]), about what writing one to every session costs; so one busy
+    /// - pacing: broadcasts (updates, awareness relays) are at least `broadcast_pace` per
+    ///   session apart (at most [`BROADCAST_PACE_MAX`]), about what writing one to every
+    ///   session costs; so one busy
     ///   document cannot spend the whole core on per-frame costs, and an update arriving
     ///   longer than that after the last broadcast goes out at once;
     /// - while many sessions still have frames of earlier broadcasts queued, wait (at most

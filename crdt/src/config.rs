@@ -23,9 +23,10 @@ pub struct DocConfig {
     /// Longest an actor holds a batch back while its sessions are still writing earlier
     /// frames, so that updates arriving meanwhile share one frame (zero: never).
     pub coalesce_max: Duration,
-    /// Update broadcasts of a document with many sessions are at least this much per session
-    /// apart (about what writing a frame to one session costs), so a busy document sends fewer,
-    /// larger frames; an update arriving later than that goes out at once (zero: off).
+    /// Broadcasts (updates, awareness) of a document with many sessions are at least this much
+    /// per session apart (about what writing a frame to one session costs), so a busy document
+    /// sends fewer, larger frames; an update arriving later than that goes out at once (zero:
+    /// off).
     pub broadcast_pace: Duration,
 }
 

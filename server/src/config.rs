@@ -85,9 +85,10 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_COALESCE_MAX", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub coalesce_max: Duration,
 
-    /// Least time between two update broadcasts of a document, per session it has (documents
-    /// with 16 or more sessions; at most 20 ms): a busy document sends fewer, larger frames,
-    /// while an update arriving later than that goes out at once (`0s` turns pacing off).
+    /// Least time between two broadcasts (updates or awareness) of a document, per session it
+    /// has (documents with 16 or more sessions; at most 20 ms): a busy document sends fewer,
+    /// larger frames, while an update arriving later than that goes out at once (`0s` turns
+    /// pacing off).
     #[arg(long, env = "WEFT_BROADCAST_PACE", default_value = "15us", value_parser = humantime::parse_duration)]
     pub broadcast_pace: Duration,
 
