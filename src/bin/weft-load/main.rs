@@ -271,15 +271,11 @@ struct Shared {
     sent_in_window: Vec<AtomicU64>,
     /// Readers per document.
     readers_per_doc: Vec<AtomicU64>,
-    latencies: Mutex<Vec<u32>>,
-    delivered: AtomicU64,
-    /// Update frames readers received that carried an update sent inside the window.
-    update_frames: AtomicU64,
-    /// With `--awareness`: cursor latencies, cursor states received and the awareness frames
-    /// that carried them (sent inside the window), and cursor updates sent inside the window.
-    awareness_latencies: Mutex<Vec<u32>>,
-    awareness_states: AtomicU64,
-    awareness_frames: AtomicU64,
+    /// What the readers received of the updates sent inside the window.
+    updates: Totals,
+    /// With `--awareness`: what the readers received of the cursors sent inside the window,
+    /// and how many cursor updates were sent inside it.
+    cursors: Totals,
     awareness_sent: AtomicU64,
     disconnects: AtomicU64,
     connect_errors: AtomicU64,
@@ -340,13 +336,62 @@ async fn authenticate(mut conn: Conn) -> Result<Conn, String> {
     }
 }
 
+/// What one reader received of one kind of message (updates, or cursors) sent inside the
+/// window: each marker's latency, and how many frames carried them.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    frames: u64,
+}
+
+impl Tally {
+    /// Records the window's markers in `frame`, received now; the frame counts if it had any.
+    fn record(&mut self, shared: &Shared, frame: &[u8]) {
+        let now = now_us();
+        let before = self.latencies.len();
+        for (_, _, sent) in markers(frame) {
+            if in_window(shared, sent) {
+                self.latencies
+                    .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+            }
+        }
+        if self.latencies.len() > before {
+            self.frames += 1;
+        }
+    }
+}
+
+/// Every reader's [`Tally`] of one kind, added up.
+#[derive(Default)]
+struct Totals {
+    latencies: Mutex<Vec<u32>>,
+    frames: AtomicU64,
+}
+
+impl Totals {
+    fn add(&self, tally: Tally) {
+        self.frames.fetch_add(tally.frames, Ordering::Relaxed);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tally.latencies);
+    }
+
+    /// The latencies (sorted: one per marker received), and the frames that carried them.
+    fn take(&self) -> (Vec<u32>, u64) {
+        let mut latencies =
+            std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        latencies.sort_unstable();
+        (latencies, self.frames.load(Ordering::Relaxed))
+    }
+}
+
 async fn reader(shared: Arc<Shared>, mut conn: Conn) {
-    let mut latencies = Vec::with_capacity(4096);
-    let mut delivered = 0u64;
-    let mut update_frames = 0u64;
-    let mut awareness_latencies = Vec::new();
-    let mut awareness_states = 0u64;
-    let mut awareness_frames = 0u64;
+    let mut updates = Tally {
+        latencies: Vec::with_capacity(4096),
+        frames: 0,
+    };
+    let mut cursors = Tally::default();
     let _ = conn.send_step1(&StateVector::default()).await;
     let Conn {
         mut ws,
@@ -384,56 +429,13 @@ async fn reader(shared: Arc<Shared>, mut conn: Conn) {
                 let step2 = protocol::encode_sync_step2(&empty);
                 let _ = ws.send(self::frame(framing, &prefix, &step2)).await;
             }
-            Some((0, _)) => {
-                let now = now_us();
-                let before = delivered;
-                for (_, _, sent) in markers(&frame) {
-                    if in_window(&shared, sent) {
-                        latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
-                        delivered += 1;
-                    }
-                }
-                if delivered > before {
-                    update_frames += 1;
-                }
-            }
-            Some((1, _)) => {
-                let now = now_us();
-                let before = awareness_states;
-                for (_, _, sent) in markers(&frame) {
-                    if in_window(&shared, sent) {
-                        awareness_latencies
-                            .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
-                        awareness_states += 1;
-                    }
-                }
-                if awareness_states > before {
-                    awareness_frames += 1;
-                }
-            }
+            Some((0, _)) => updates.record(&shared, &frame),
+            Some((1, _)) => cursors.record(&shared, &frame),
             _ => {}
         }
     }
-    shared
-        .awareness_states
-        .fetch_add(awareness_states, Ordering::Relaxed);
-    shared
-        .awareness_frames
-        .fetch_add(awareness_frames, Ordering::Relaxed);
-    shared
-        .awareness_latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(awareness_latencies);
-    shared.delivered.fetch_add(delivered, Ordering::Relaxed);
-    shared
-        .update_frames
-        .fetch_add(update_frames, Ordering::Relaxed);
-    shared
-        .latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(latencies);
+    shared.updates.add(updates);
+    shared.cursors.add(cursors);
 }
 
 async fn writer(shared: Arc<Shared>, writer_id: u32, doc: usize, mut conn: Conn) {
@@ -621,12 +623,8 @@ async fn main() {
         reading_stopped: tokio::sync::Notify::new(),
         sent_in_window: (0..docs).map(|_| AtomicU64::new(0)).collect(),
         readers_per_doc: (0..docs).map(|_| AtomicU64::new(0)).collect(),
-        latencies: Mutex::new(Vec::new()),
-        delivered: AtomicU64::new(0),
-        update_frames: AtomicU64::new(0),
-        awareness_latencies: Mutex::new(Vec::new()),
-        awareness_states: AtomicU64::new(0),
-        awareness_frames: AtomicU64::new(0),
+        updates: Totals::default(),
+        cursors: Totals::default(),
         awareness_sent: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
         connect_errors: AtomicU64::new(0),
@@ -710,9 +708,10 @@ async fn main() {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
 
-    let mut latencies =
-        std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    latencies.sort_unstable();
+    let (latencies, update_frames) = shared.updates.take();
+    let delivered = latencies.len() as u64;
+    let (awareness_latencies, awareness_frames) = shared.cursors.take();
+    let awareness_states = awareness_latencies.len() as u64;
     let mut connect_us =
         std::mem::take(&mut *shared.connect_us.lock().unwrap_or_else(|e| e.into_inner()));
     connect_us.sort_unstable();
@@ -722,17 +721,6 @@ async fn main() {
                 * shared.readers_per_doc[d].load(Ordering::Relaxed)
         })
         .sum();
-    let delivered = shared.delivered.load(Ordering::Relaxed);
-    let update_frames = shared.update_frames.load(Ordering::Relaxed);
-    let mut awareness_latencies = std::mem::take(
-        &mut *shared
-            .awareness_latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    awareness_latencies.sort_unstable();
-    let awareness_states = shared.awareness_states.load(Ordering::Relaxed);
-    let awareness_frames = shared.awareness_frames.load(Ordering::Relaxed);
     let sent: u64 = shared
         .sent_in_window
         .iter()
