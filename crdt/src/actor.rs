@@ -285,9 +285,8 @@ impl DocActor {
     /// meanwhile go out merged into one frame instead of one frame each:
     /// - pacing: broadcasts (updates, awareness relays) are at least `broadcast_pace` per
     ///   session apart (at most [`BROADCAST_PACE_MAX`]), about what writing one to every
-    ///   session costs; so one busy
-    ///   document cannot spend the whole core on per-frame costs, and an update arriving
-    ///   longer than that after the last broadcast goes out at once;
+    ///   session costs; so one busy document cannot spend the whole core on per-frame costs,
+    ///   and an update arriving longer than that after the last broadcast goes out at once;
     /// - while many sessions still have frames of earlier broadcasts queued, wait (at most
     ///   `coalesce_max`).
     ///

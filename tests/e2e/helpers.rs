@@ -84,6 +84,21 @@ impl TestApp {
     }
 }
 
+/// The value of the unlabelled metric `name` on the server at `addr` (`host:port`); 0 if absent.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Opens the sled store of a stopped server (waiting for its lock to be released).
 pub async fn open_store(dir: &Path) -> weft_crdt::SledStore {
     for _ in 0..100 {
@@ -267,6 +282,27 @@ impl TestClient {
             Ok(_) => None,
             Err(_) => panic!("nothing received within {WAIT:?}"),
         }
+    }
+
+    /// Reads and handles frames until `done` holds; returns how many of them `counted` picked
+    /// (panics if the connection closes, or after [`WAIT`] without a frame).
+    pub async fn count_frames_until(
+        &mut self,
+        counted: impl Fn(&[u8]) -> bool,
+        done: impl Fn(&TestClient) -> bool,
+    ) -> usize {
+        let mut frames = 0;
+        while !done(self) {
+            match self.next_raw().await {
+                Some(Message::Binary(frame)) => {
+                    frames += usize::from(counted(&frame));
+                    self.handle(frame).await;
+                }
+                Some(_) => {}
+                None => panic!("connection closed ({:?})", self.closed),
+            }
+        }
+        frames
     }
 
     /// Reads until the server closes the connection; returns the close code.

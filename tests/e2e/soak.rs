@@ -22,20 +22,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn metric(addr: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Clients connecting, editing and leaving until `until`; returns the sessions completed.
 async fn churn(addr: &str, until: Instant) -> usize {
     let tasks: Vec<_> = (0..CLIENTS)

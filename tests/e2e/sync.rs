@@ -137,23 +137,48 @@ async fn a_new_client_always_gets_the_latest_state() {
     app.stop().await;
 }
 
+/// A server whose broadcast pacing is 1 ms per client (so at most one broadcast per 20 ms for
+/// these 20+ clients), and 20 synced readers of document `name` on it.
+struct BusyDocument {
+    _dir: tempfile::TempDir,
+    app: TestApp,
+    url: String,
+    readers: Vec<TestClient>,
+}
+
+impl BusyDocument {
+    async fn open(name: &str) -> BusyDocument {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.broadcast_pace = Duration::from_millis(1);
+        let app = spawn_app(config).await;
+        let url = app.ws_url(name);
+        let mut readers = Vec::new();
+        for _ in 0..20 {
+            readers.push(TestClient::connect_synced(&url).await);
+        }
+        BusyDocument {
+            _dir: dir,
+            app,
+            url,
+            readers,
+        }
+    }
+}
+
 /// A document with many clients that gets an update every 2 ms sends them merged into a few
 /// frames (broadcast pacing: here 1 ms per client, so at most one broadcast per 20 ms), and every
 /// client gets every update. Without pacing each update would arrive at an idle document and go
 /// out in a frame of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_document_merges_a_burst_into_few_frames() {
-    const READERS: usize = 20;
     const BURST: usize = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.broadcast_pace = Duration::from_millis(1);
-    let app = spawn_app(config).await;
-    let url = app.ws_url("busy");
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        readers.push(TestClient::connect_synced(&url).await);
-    }
+    let BusyDocument {
+        _dir,
+        app,
+        url,
+        mut readers,
+    } = BusyDocument::open("busy").await;
     let mut writer = TestClient::connect_synced(&url).await;
     for i in 0..BURST {
         writer.insert(0, &format!("{i};")).await;
@@ -161,17 +186,9 @@ async fn a_busy_document_merges_a_burst_into_few_frames() {
     }
     let expected = writer.text();
     for (n, reader) in readers.iter_mut().enumerate() {
-        let mut frames = 0;
-        while reader.text() != expected {
-            match reader.next_raw().await {
-                Some(tokio_tungstenite::tungstenite::Message::Binary(frame)) => {
-                    frames += 1;
-                    reader.handle(frame).await;
-                }
-                Some(_) => {}
-                None => panic!("reader {n} was disconnected"),
-            }
-        }
+        let frames = reader
+            .count_frames_until(|_| true, |r| r.text() == expected)
+            .await;
         assert!(
             frames <= BURST / 2,
             "reader {n} got {BURST} updates in {frames} frames: not merged"
@@ -182,17 +199,13 @@ async fn a_busy_document_merges_a_burst_into_few_frames() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_document_merges_cursor_moves_into_few_frames() {
-    const READERS: usize = 20;
     const MOVES: u32 = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.broadcast_pace = Duration::from_millis(1);
-    let app = spawn_app(config).await;
-    let url = app.ws_url("cursors");
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        readers.push(TestClient::connect_synced(&url).await);
-    }
+    let BusyDocument {
+        _dir,
+        app,
+        url,
+        mut readers,
+    } = BusyDocument::open("cursors").await;
     // Two people move their cursors, as an editor reports every move.
     let mut ada = TestClient::connect_synced(&url).await;
     let mut bob = TestClient::connect_synced(&url).await;
@@ -209,37 +222,17 @@ async fn a_busy_document_merges_cursor_moves_into_few_frames() {
             && state == Some(serde_json::json!({ "cursor": MOVES }))
     };
     for (n, reader) in readers.iter_mut().enumerate() {
-        let mut frames = 0;
-        while !(last(reader, 5001) && last(reader, 5002)) {
-            match reader.next_raw().await {
-                Some(tokio_tungstenite::tungstenite::Message::Binary(frame)) => {
-                    frames += usize::from(frame.first() == Some(&1));
-                    reader.handle(frame).await;
-                }
-                Some(_) => {}
-                None => panic!("reader {n} was disconnected"),
-            }
-        }
+        let awareness = |frame: &[u8]| frame.first() == Some(&1);
+        let frames = reader
+            .count_frames_until(awareness, |r| last(r, 5001) && last(r, 5002))
+            .await;
         assert!(
             frames <= MOVES as usize,
             "reader {n} got {} cursor moves in {frames} frames: not merged",
             2 * MOVES
         );
     }
-    let metrics = reqwest::get(app.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let merged: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("weft_awareness_frames_merged_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(
-        merged > 0.0,
-        "no merged awareness relays counted:\n{metrics}"
-    );
+    let merged = metric(&app.addr.to_string(), "weft_awareness_frames_merged_total").await;
+    assert!(merged > 0.0, "no merged awareness relays counted");
     app.stop().await;
 }
