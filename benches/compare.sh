@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the same load scenarios against Weft and its peers, side by side, in one run.
 #
-#   bash benches/compare.sh [scenario ...]     scenarios: fanout cursors overload100 overload500
-#                                                         overload1000 manydocs durable
+#   bash benches/compare.sh [scenario ...]     scenarios: fanout fanout10 cursors overload100
+#                                                         overload500 overload1000 manydocs durable
 #                                                         (default: fanout)
 #
 # Installs the peers into benches/peers/ (git-ignored) on first use:
@@ -18,6 +18,8 @@
 #                plus every round's p99; this machine's run-to-run noise makes one round a guess
 #      WEFT_BASE_BIN=path/to/an/older/weft  adds the peer "weft-base" (same flags as weft), to
 #                                           measure a change against the build before it
+#      WEFT_BASE_ARGS="--flag value"        extra flags for weft-base only (with WEFT_BASE_BIN
+#                                           set to target/release/weft: a setting side by side)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -59,10 +61,15 @@ start_server() {
   case $name in
     weft|weft-base)
       local bin=$root/target/release/weft
-      [ "$name" = weft-base ] && bin=${WEFT_BASE_BIN:?set WEFT_BASE_BIN to compare against weft-base}
+      local extra=""
+      if [ "$name" = weft-base ]; then
+        bin=${WEFT_BASE_BIN:?set WEFT_BASE_BIN to compare against weft-base}
+        extra=${WEFT_BASE_ARGS:-}
+      fi
+      # shellcheck disable=SC2086 # $extra is a list of flags
       taskset -c 0 "$bin" --addr "127.0.0.1:$port" --data-dir "$data" \
         --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
-        --max-messages-per-second 1000000 >"$data.log" 2>&1 &
+        --max-messages-per-second 1000000 $extra >"$data.log" 2>&1 &
       URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
     node-ref)
       HOST=127.0.0.1 PORT=$port taskset -c 0 node \
@@ -85,6 +92,8 @@ start_server() {
 scenario_args() {
   case $1 in
     fanout) echo "-c 1010 -d 1 -w 10 -r 20 --drain 3" ;;
+    # Half the fan-out rate: a busy document that does not fill the server's core.
+    fanout10) echo "-c 1010 -d 1 -w 10 -r 10 --drain 3" ;;
     # Fan-out as editors do it: every update followed by the writer's cursor (awareness).
     cursors) echo "-c 1010 -d 1 -w 10 -r 20 --awareness --drain 3" ;;
     overload100) echo "-c 1010 -d 1 -w 10 -r 100 --drain 3" ;;
@@ -146,6 +155,7 @@ def median(rs, k):
     mid = len(vals) // 2
     return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
 
+SATURATED = 0.9
 fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 for scen, servers in by.items():
     names = list(servers)
@@ -163,5 +173,12 @@ for scen, servers in by.items():
     if n_rounds > 1:
         for n in names:
             print(f"{n} p99 per round: " + ", ".join(fmt(r.get("latency_ms_p99")) for r in servers[n]))
+    # A generator at a full core reads late and drains the sockets in bursts: its latencies are
+    # its own queueing, and the server's CPU per delivery is lower than it would be with idle
+    # clients (see benches/RESULTS.md, session 15). Say so next to the figures.
+    capped = [n for n in names if (median(servers[n], "loadgen_cpu_cores") or 0) >= SATURATED]
+    if capped:
+        print(f"generator saturated (>= {SATURATED} cores) against: {', '.join(capped)}; "
+              "their latency and CPU figures measure the generator as much as the server")
 PY
 echo "raw results: $out"
