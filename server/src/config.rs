@@ -88,7 +88,7 @@ pub struct ServerConfig {
     /// Least time between two broadcasts (updates or awareness) of a document, per session it
     /// has (documents with 16 or more sessions; at most 20 ms): a busy document sends fewer,
     /// larger frames, while an update arriving later than that goes out at once (`0s` turns
-    /// pacing off).
+    /// pacing off: lower latency for busy documents, more CPU per update).
     #[arg(long, env = "WEFT_BROADCAST_PACE", default_value = "15us", value_parser = humantime::parse_duration)]
     pub broadcast_pace: Duration,
 
