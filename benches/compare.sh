@@ -170,6 +170,7 @@ for scen, servers in by.items():
         w = meds.get("weft")
         ratios = [f"{w / meds[n]:.2f}" if w is not None and meds[n] else "-" for n in names if n != "weft"]
         print(f"| {k} | " + " | ".join(fmt(meds[n]) for n in names) + " | " + " | ".join(ratios) + " |")
+    print()
     if n_rounds > 1:
         for n in names:
             print(f"{n} p99 per round: " + ", ".join(fmt(r.get("latency_ms_p99")) for r in servers[n]))
