@@ -766,31 +766,21 @@ async fn main() {
         "loadgen_cpu_cores": cpu(self_before, self_after),
     });
     if args.awareness {
-        if let serde_json::Value::Object(map) = &mut report {
-            map.insert(
-                "awareness_sent_per_s".into(),
-                serde_json::json!(shared.awareness_sent.load(Ordering::Relaxed) as f64 / window),
-            );
-            map.insert(
-                "awareness_states_received_per_s".into(),
-                serde_json::json!(awareness_states as f64 / window),
-            );
-            map.insert(
-                "awareness_states_per_frame".into(),
-                serde_json::json!(if awareness_frames > 0 {
-                    awareness_states as f64 / awareness_frames as f64
-                } else {
-                    0.0
-                }),
-            );
-            map.insert(
-                "awareness_latency_ms_p50".into(),
-                serde_json::json!(percentile(&awareness_latencies, 0.5)),
-            );
-            map.insert(
-                "awareness_latency_ms_p99".into(),
-                serde_json::json!(percentile(&awareness_latencies, 0.99)),
-            );
+        let cursors = serde_json::json!({
+            "awareness_sent_per_s": shared.awareness_sent.load(Ordering::Relaxed) as f64 / window,
+            "awareness_states_received_per_s": awareness_states as f64 / window,
+            "awareness_states_per_frame": if awareness_frames > 0 {
+                awareness_states as f64 / awareness_frames as f64
+            } else {
+                0.0
+            },
+            "awareness_latency_ms_p50": percentile(&awareness_latencies, 0.5),
+            "awareness_latency_ms_p99": percentile(&awareness_latencies, 0.99),
+        });
+        if let (serde_json::Value::Object(map), serde_json::Value::Object(cursors)) =
+            (&mut report, cursors)
+        {
+            map.extend(cursors);
         }
     }
     if args.json {
