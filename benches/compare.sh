@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the same load scenarios against Weft and its peers, side by side, in one run.
 #
-#   bash benches/compare.sh [scenario ...]     scenarios: fanout fanout10 cursors overload100
+#   bash benches/compare.sh [scenario ...]     scenarios: floor fanout fanout10 cursors overload100
 #                                                         overload500 overload1000 manydocs durable
 #                                                         (default: fanout)
 #
@@ -91,6 +91,10 @@ start_server() {
 
 scenario_args() {
   case $1 in
+    # One writer, 5 updates/s, 1,000 readers: every update is a broadcast of its own to idle
+    # clients (nothing to merge or pace), so its latencies are how long one pass over 1,000
+    # sockets takes - the floor under every fan-out scenario's latency.
+    floor) echo "-c 1001 -d 1 -w 1 -r 5 --drain 3" ;;
     fanout) echo "-c 1010 -d 1 -w 10 -r 20 --drain 3" ;;
     # Half the fan-out rate: a busy document that does not fill the server's core.
     fanout10) echo "-c 1010 -d 1 -w 10 -r 10 --drain 3" ;;
