@@ -180,7 +180,8 @@ for scen, servers in by.items():
             print(f"{n} p99 per round: " + ", ".join(fmt(r.get("latency_ms_p99")) for r in servers[n]))
     # A generator at a full core reads late and drains the sockets in bursts: its latencies are
     # its own queueing, and the server's CPU per delivery is lower than it would be with idle
-    # clients (see benches/RESULTS.md, session 15). Say so next to the figures.
+    # clients (see "what a frame costs depends on the client" in benches/RESULTS.md: the 2026-12-02
+    # run of `ROUNDS=2 bash benches/compare.sh fanout fanout10 ...`). Say so next to the figures.
     capped = [n for n in names if (median(servers[n], "loadgen_cpu_cores") or 0) >= SATURATED]
     if capped:
         print(f"generator saturated (>= {SATURATED} cores) against: {', '.join(capped)}; "
