@@ -19,7 +19,9 @@ use tokio_tungstenite::MaybeTlsStream;
 use weft_crdt::protocol;
 use yrs::StateVector;
 
-use super::{trace, unframe, Args, Conn};
+use crate::args::Args;
+use crate::framing::{unframe, Conn};
+use crate::trace;
 
 /// When each phase of one probe ended, counted from its start.
 struct Phases {
