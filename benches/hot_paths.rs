@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tokio::sync::mpsc;
 use weft_crdt::protocol::{self, decode_client_message};
-use weft_crdt::store::MemoryStore;
-use weft_crdt::{DocConfig, DocName, DocStore, Outbound, Registry, SledStore};
+use weft_crdt::{
+    session_queue, DocConfig, DocName, DocStore, MemoryStore, QueueLimits, Registry, SessionInfo,
+};
+use weft_store_sled::SledStore;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
 
@@ -66,21 +67,23 @@ fn broadcast_to_1000(c: &mut Criterion) {
     );
     let name = DocName::new("bench").expect("name");
     let mut inboxes = Vec::new();
-    let handle = rt.block_on(async {
-        let mut handle = None;
+    let mut sessions = rt.block_on(async {
+        let mut sessions = Vec::new();
         for i in 0..1000u128 {
-            let (tx, rx) = mpsc::channel(4096);
-            handle = Some(
-                registry
-                    .join(&name, uuid::Uuid::from_u128(i), tx, true)
-                    .await
-                    .expect("join"),
-            );
-            inboxes.push(rx);
+            let (queue, outbox) = session_queue(QueueLimits {
+                frames: 4096,
+                bytes: usize::MAX,
+            });
+            let info = SessionInfo {
+                conn: uuid::Uuid::from_u128(i),
+                user: "bench".into(),
+                can_write: true,
+            };
+            sessions.push(registry.join(&name, info, queue).await.expect("join"));
+            inboxes.push(outbox);
         }
-        handle.expect("joined")
+        sessions
     });
-    let writer = uuid::Uuid::from_u128(0);
     let doc = Doc::new();
     let text = doc.get_or_insert_text("text");
     let mut group = c.benchmark_group("document");
@@ -95,18 +98,18 @@ fn broadcast_to_1000(c: &mut Criterion) {
             };
             let message = decode_client_message(protocol::encode_update(&update)).expect("valid");
             rt.block_on(async {
-                assert!(handle.message(writer, message).await);
+                sessions[0].send_async(message).await.expect("sent");
                 // Session 999 received it: everyone did (the actor delivers in one pass).
                 loop {
                     match inboxes[999].recv().await {
-                        Some(Outbound::Frame(f)) if f.starts_with(&[0, 2]) => break,
+                        Some(f) if f.starts_with(&[0, 2]) => break,
                         Some(_) => continue,
                         None => panic!("session dropped"),
                     }
                 }
             });
             for inbox in &mut inboxes[..999] {
-                while inbox.try_recv().is_ok() {}
+                while inbox.try_recv().is_some() {}
             }
         })
     });
@@ -119,14 +122,12 @@ fn sled_store(c: &mut Criterion) {
     let store = SledStore::open(dir.path()).expect("sled");
     let name = DocName::new("bench").expect("name");
     let burst: Vec<Bytes> = (0..100).map(|_| Bytes::from(small_update())).collect();
-    let mut seq = 0u64;
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(100));
     group.bench_function("sled append + flush of a 100-update burst", |b| {
         b.iter(|| {
-            rt.block_on(store.append(&name, seq, burst.clone()))
+            rt.block_on(store.append(&name, burst.clone()))
                 .expect("append");
-            seq += 100;
         })
     });
     group.finish();
@@ -138,13 +139,16 @@ fn sled_store(c: &mut Criterion) {
     doc.transact_mut()
         .apply_update(Update::decode_v1(&state).expect("decode"))
         .expect("apply");
+    let mut compactions = 0u64;
     group.bench_function("compaction: encode state + atomic sled write", |b| {
         b.iter(|| {
             let snapshot = doc
                 .transact()
                 .encode_state_as_update_v1(&StateVector::default());
-            seq += 1;
-            rt.block_on(store.compact(&name, snapshot, seq))
+            // A snapshot only replaces one that covers less: a fresh name each time.
+            compactions += 1;
+            let name = DocName::new(&format!("compacted-{compactions}")).expect("name");
+            rt.block_on(store.compact(&name, Bytes::from(snapshot), 1))
                 .expect("compact");
         })
     });

@@ -1,10 +1,13 @@
 //! The `weft` binary: parses the command line, then serves (the default) or runs a tool
-//! subcommand (`weft token`).
+//! subcommand (`weft token`, `fsck`, `migrate`, `export`, `import`; the tools' logic lives in
+//! `weft_server::admin`).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use weft_server::admin::stores::{self, StoreSpec};
+use weft_server::admin::{archive, fsck, migrate};
 use weft_server::auth::{claims_for, AuthConfig, Authenticator, Permission};
 use weft_server::config::{parse_with_config_file, StoreKind};
 use weft_server::{telemetry, Application, ServerConfig};
@@ -25,15 +28,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check every stored document and list damaged ones (exit 1 if any). Stop the server first:
-    /// the store allows one process at a time.
+    /// Check every stored document and list damaged ones (exit 1 if any). Stop the server first
+    /// when the store is sled: it allows one process at a time.
     Fsck {
-        /// Directory of the sled database.
-        #[arg(long, env = "WEFT_DATA_DIR", default_value = "./data")]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy every document from one store to another (e.g. sled to PostgreSQL), verifying each
+    /// by reading it back. Refuses if a document already has content in the destination, unless
+    /// --merge. Stop the servers using a sled store first.
+    Migrate {
+        /// The store to copy from: sled:DIR or a postgres:// URL.
+        #[arg(long)]
+        from: StoreSpec,
+        /// The store to copy into: sled:DIR or a postgres:// URL.
+        #[arg(long)]
+        to: StoreSpec,
+        /// Merge into documents that already have content (Yjs merges lose nothing).
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Write every document of a store into a new directory: each as a Yjs update file, plus
+    /// manifest.json (names, sizes, SHA-256). A backup that any Yjs library can read.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The directory to create (must not exist, or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Write the documents of an export (see `weft export`) into a store, each verified.
+    /// Refuses if a document already has content there, unless --merge.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The export directory.
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        /// Merge into documents that already have content (Yjs merges lose nothing).
+        #[arg(long)]
+        merge: bool,
     },
     /// Print a token signed with the configured shared secret (for scripts and tests).
     Token {
@@ -54,6 +91,33 @@ enum Command {
     },
 }
 
+/// Which store a tool works on: the server's own flags (and environment variables).
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// `sled` (the database in --data-dir) or a postgres:// URL.
+    #[arg(long, env = "WEFT_STORE", default_value = "sled")]
+    store: String,
+    /// Directory of the sled database.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./data")]
+    data_dir: std::path::PathBuf,
+}
+
+impl StoreArgs {
+    fn spec(&self) -> anyhow::Result<StoreSpec> {
+        if self.store.trim() == "sled" {
+            return Ok(StoreSpec::Sled(self.data_dir.clone()));
+        }
+        self.store.parse().map_err(anyhow::Error::msg)
+    }
+
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn weft_crdt::DocStore>> {
+        let spec = self.spec()?;
+        stores::open(&spec)
+            .await
+            .with_context(|| format!("opening the store {spec}"))
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_with_config_file()?;
@@ -70,15 +134,70 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", auth.issue(&claims_for(&sub, &doc, perm, ttl))?);
             Ok(())
         }
-        Some(Command::Fsck { data_dir, json }) => fsck(&data_dir, json).await,
+        Some(Command::Fsck { store, json }) => run_fsck(&store, json).await,
+        Some(Command::Migrate { from, to, merge }) => run_migrate(&from, &to, merge).await,
+        Some(Command::Export { store, out }) => {
+            let store = store.open().await?;
+            let report = archive::export(store.as_ref(), &out, |name| eprintln!("exported {name}"))
+                .await
+                .with_context(|| format!("exporting into {}", out.display()))?;
+            finish(report.documents, "exported", &report.damaged)
+        }
+        Some(Command::Import {
+            store,
+            input,
+            merge,
+        }) => {
+            let store = store.open().await?;
+            let report = archive::import(store.as_ref(), &input, merge, |name| {
+                eprintln!("imported {name}")
+            })
+            .await
+            .with_context(|| format!("importing {}", input.display()))?;
+            finish(report.documents, "imported", &report.damaged)
+        }
         None => serve(cli.server).await,
     }
 }
 
-async fn fsck(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let store = weft_crdt::SledStore::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    let reports = weft_crdt::recovery::check_store(&store).await?;
+async fn run_migrate(from: &StoreSpec, to: &StoreSpec, merge: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(from != to, "--from and --to name the same store");
+    let source = stores::open(from)
+        .await
+        .with_context(|| format!("opening {from}"))?;
+    let destination = stores::open(to)
+        .await
+        .with_context(|| format!("opening {to}"))?;
+    let report = migrate::migrate(source.as_ref(), destination.as_ref(), merge, |name| {
+        eprintln!("copied {name}")
+    })
+    .await
+    .with_context(|| format!("migrating {from} to {to}"))?;
+    finish(report.copied, "copied and verified", &report.damaged)
+}
+
+/// Prints a tool's summary; exit 1 if damaged records were left out.
+fn finish(
+    count: usize,
+    what: &str,
+    damaged: &[(String, Vec<weft_crdt::recovery::Damage>)],
+) -> anyhow::Result<()> {
+    for (name, damage) in damaged {
+        println!("DAMAGED {name} (left out:)");
+        for damage in damage {
+            println!("  {}: {}", damage.record, damage.reason);
+        }
+    }
+    println!("{count} documents {what}");
+    if !damaged.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn run_fsck(store: &StoreArgs, json: bool) -> anyhow::Result<()> {
+    let store = store.open().await?;
+    let reports = fsck::check(store.as_ref()).await?;
     let damaged: Vec<_> = reports.iter().filter(|r| !r.damage.is_empty()).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

@@ -1,122 +1,110 @@
-//! What flows between sessions and a document actor: commands in, frames out.
+//! What a document actor's mailbox carries (crate-private: outside the crate, sessions use
+//! [`crate::Session`], the server the [`crate::Registry`], a cluster fan-out a
+//! [`crate::fanout::RemoteInbox`]).
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
+use tokio::sync::oneshot;
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::StateVector;
 
-use crate::fanout::{NodeId, RemoteMessage};
-use crate::protocol::ClientMessage;
-use crate::store::StoreError;
+use crate::error::DocError;
+use crate::outbox::{ConnId, SessionInfo, SessionQueue};
+use crate::protocol::IncomingUpdate;
+use crate::remote::{NodeId, RemoteEvent};
 
-/// Identifies one client connection (a WebSocket session) for its whole life.
-pub type ConnId = Uuid;
+/// A reply channel for a command that succeeds with nothing to say.
+pub(crate) type Reply = oneshot::Sender<Result<(), DocError>>;
 
 /// A command in a document actor's mailbox.
-pub enum DocCommand {
-    /// A session joins: the actor queues SyncStep1 and the awareness states on `outbound`.
+pub(crate) enum DocCommand {
+    /// A session joins: the actor queues SyncStep1 and the awareness states on `queue`.
     Join {
-        /// The joining connection.
-        conn: ConnId,
-        /// The session's bounded outgoing queue.
-        outbound: mpsc::Sender<Outbound>,
-        /// Whether the session may change the document.
-        can_write: bool,
+        session: SessionInfo,
+        queue: SessionQueue,
         /// Answered once the session is registered.
-        reply: oneshot::Sender<Result<(), DocError>>,
+        reply: Reply,
     },
-    /// A decoded message from a joined session.
+    /// Document content to apply, store and broadcast.
+    Update {
+        origin: Origin,
+        update: IncomingUpdate,
+    },
+    /// Any other message from a joined session.
     Message {
-        /// The sending connection.
         conn: ConnId,
-        /// The message.
-        message: ClientMessage,
+        message: SessionMessage,
     },
     /// A session left; its awareness states are removed and the others told.
-    Leave {
-        /// The leaving connection.
-        conn: ConnId,
-    },
-    /// Apply an update from outside any session (HTTP API); answered once durable and broadcast.
-    ApplyUpdate {
-        /// The update, lib0 v1 encoded; the actor decodes it.
-        update: Bytes,
-        /// Answered after the update is stored and broadcast.
-        reply: oneshot::Sender<Result<(), DocError>>,
-    },
+    Leave { conn: ConnId },
     /// Read the document (HTTP API): the closure runs inside the actor with a read view.
+    /// Answered once whatever it saw is durable.
     Read {
-        /// Runs against the document; must be quick.
         read: Box<dyn FnOnce(&yrs::Doc) + Send>,
-        /// Answered after `read` ran.
-        reply: oneshot::Sender<Result<(), DocError>>,
+        reply: Reply,
     },
+    /// Something from the cluster's other nodes.
+    Remote(RemoteEvent),
+    /// Ends the actor once the batch it arrived in is handled.
+    Stop(Stop),
+}
+
+/// Where an update came from: it decides who is answered, who is told of a refusal, and
+/// whether it is stored and published (a remote update is neither: its node did both).
+pub(crate) enum Origin {
+    /// A joined session.
+    Session(ConnId),
+    /// The HTTP API; answered once the update is durable and broadcast.
+    Api(Reply),
+    /// Another node of the cluster.
+    Remote,
+}
+
+/// A session's message other than an update.
+pub(crate) enum SessionMessage {
+    /// Answer with what the client is missing (SyncStep2).
+    SyncStep1(StateVector),
+    /// The client's presence; `frame` is relayed as received.
+    Awareness {
+        update: AwarenessUpdate,
+        frame: Bytes,
+    },
+    /// Answer with every presence state.
+    QueryAwareness,
+}
+
+/// Why the actor stops.
+pub(crate) enum Stop {
     /// Delete the document from the store, close every session and stop. The actor keeps the
     /// registry entry until the deletion is done, so no other actor can load the old state.
-    Delete {
-        /// Answered with whether anything was stored, once the actor has stopped.
-        reply: oneshot::Sender<Result<bool, DocError>>,
-    },
-    /// A message from another node of the cluster about this document.
-    Remote {
-        /// The node it came from.
-        from: NodeId,
-        /// What it said.
-        message: RemoteMessage,
-    },
-    /// Another node left the cluster: forget its clients' presence.
-    NodeGone {
-        /// The node that left.
-        node: NodeId,
-    },
-    /// The fan-out may have missed messages: re-read the shared store and merge it in.
-    Resync,
+    /// Answered with whether anything was stored.
+    Delete(oneshot::Sender<Result<bool, DocError>>),
     /// Server shutdown: close every session and stop.
-    Shutdown {
-        /// Answered when the actor has stopped.
-        reply: oneshot::Sender<Result<(), DocError>>,
-    },
+    Shutdown(Reply),
+    /// Another node deleted the document.
+    DeletedElsewhere(NodeId),
 }
 
-/// What a document actor hands a session to write.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// One complete y-protocols message: write it as one binary frame.
-    Frame(Bytes),
-    /// Close the connection for this reason.
-    Close(CloseReason),
-}
-
-/// Why the document side closes a session. The server maps these to WebSocket close codes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent something invalid.
-    BadMessage(String),
-    /// The client sent more than a limit allows.
-    Refused(String),
-    /// The document could not be loaded or stored; the client should retry later.
-    Unavailable(String),
-    /// The document was deleted.
-    Deleted,
-    /// The server is shutting down.
-    ShuttingDown,
-}
-
-/// Errors a document operation can end with.
-#[derive(Debug, thiserror::Error)]
-pub enum DocError {
-    /// The actor was unloading; the registry retries with a fresh actor.
-    #[error("document is unloading")]
-    Unloaded,
-    /// The store failed.
-    #[error("storage error: {0}")]
-    Store(#[from] StoreError),
-    /// The document is unavailable (failed to load, or stopped after an error).
-    #[error("document unavailable: {0}")]
-    Unavailable(String),
-    /// The update was rejected (malformed, or over a limit).
-    #[error("update refused: {0}")]
-    Refused(String),
-    /// The server is shutting down.
-    #[error("server is shutting down")]
-    ShuttingDown,
+impl DocCommand {
+    /// Answers a command the actor will not carry out.
+    pub(crate) fn refuse(self, error: DocError) {
+        match self {
+            DocCommand::Join { reply, .. }
+            | DocCommand::Read { reply, .. }
+            | DocCommand::Stop(Stop::Shutdown(reply))
+            | DocCommand::Update {
+                origin: Origin::Api(reply),
+                ..
+            } => {
+                let _ = reply.send(Err(error));
+            }
+            DocCommand::Stop(Stop::Delete(reply)) => {
+                let _ = reply.send(Err(error));
+            }
+            DocCommand::Update { .. }
+            | DocCommand::Message { .. }
+            | DocCommand::Leave { .. }
+            | DocCommand::Remote(_)
+            | DocCommand::Stop(Stop::DeletedElsewhere(_)) => {}
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Tunables of the document layer: compaction thresholds, idle unload and queue sizes.
+//! Tunables of the document layer: compaction thresholds, idle unload, mailbox and batch sizes,
+//! pacing. (A session's outgoing queue is sized by whoever creates it, see `session`.)
 
 use std::time::Duration;
 
@@ -11,14 +12,12 @@ pub struct DocConfig {
     pub compact_after_bytes: u64,
     /// Unload a document this long after its last client left.
     pub idle_unload: Duration,
-    /// Frames a session may have waiting to be written before it counts as too slow and is
-    /// disconnected (its client reconnects and resyncs).
-    pub outbound_queue: usize,
     /// Commands a document's mailbox holds before senders wait (backpressure on clients).
     pub mailbox: usize,
     /// Most commands handled as one batch (one store write, one merged broadcast).
     pub max_batch: usize,
-    /// Updates that would grow a document's encoded state past this many bytes are refused.
+    /// Updates that would grow a document's stored size (snapshot plus log) past this many
+    /// bytes are refused.
     pub max_doc_bytes: u64,
     /// Longest an actor holds a batch back while its sessions are still writing earlier
     /// frames, so that updates arriving meanwhile share one frame (zero: never).
@@ -36,7 +35,6 @@ impl Default for DocConfig {
             compact_after_updates: 1000,
             compact_after_bytes: 4 * 1024 * 1024,
             idle_unload: Duration::from_secs(30),
-            outbound_queue: 1024,
             mailbox: 4096,
             max_batch: 1024,
             max_doc_bytes: 256 * 1024 * 1024,

@@ -2,69 +2,49 @@
 //!
 //! The map entry is inserted under the lock *before* the actor starts loading, so two sessions
 //! arriving together always reach the same actor (no check/await/insert race). An actor that
-//! unloads removes its own entry (matched by generation) and answers anything still queued with
-//! [`DocError::Unloaded`]; the registry then retries with a fresh actor.
+//! stops removes its own entry (matched by generation) through the callback it is given and
+//! answers anything still queued with [`DocError::Unloaded`]; the registry then retries with a
+//! fresh actor. An actor that panics is dropped like one that stopped: its entry goes, its
+//! sessions are told, and a caller waiting on it gets an error instead of retrying forever.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actor::DocActor;
-use crate::command::{ConnId, DocCommand, DocError, Outbound};
+use crate::actor::{ActorSetup, DocActor};
+use crate::command::{DocCommand, Origin, Reply, Stop};
 use crate::config::DocConfig;
+use crate::error::DocError;
 use crate::fanout::{Fanout, LocalFanout};
+use crate::hooks::Hooks;
+use crate::inbox::RemoteInbox;
 use crate::name::DocName;
-use bytes::Bytes;
-
-use crate::protocol::ClientMessage;
+use crate::outbox::{SessionInfo, SessionQueue};
+use crate::protocol;
+use crate::session::Session;
 use crate::store::DocStore;
 
-/// A cheap, cloneable address of a running document actor.
+/// How often a request follows an unloading document to its next actor before giving up.
+const MAX_ATTEMPTS: usize = 16;
+
+/// A running actor's address.
 #[derive(Clone)]
-pub struct DocHandle {
-    name: DocName,
+struct DocHandle {
     generation: u64,
     mailbox: mpsc::Sender<DocCommand>,
 }
 
-impl DocHandle {
-    /// The document's name.
-    pub fn name(&self) -> &DocName {
-        &self.name
-    }
-
-    /// Forwards a decoded client message. Waits while the mailbox is full (backpressure);
-    /// false if the actor has stopped.
-    pub async fn message(&self, conn: ConnId, message: ClientMessage) -> bool {
-        self.mailbox
-            .send(DocCommand::Message { conn, message })
-            .await
-            .is_ok()
-    }
-
-    /// Tells the actor a session is gone (a [`crate::SessionMailbox`] does this when dropped).
-    pub async fn leave(&self, conn: ConnId) {
-        let _ = self.mailbox.send(DocCommand::Leave { conn }).await;
-    }
-
-    /// The actor's mailbox (for [`crate::SessionMailbox`]).
-    pub(crate) fn mailbox(&self) -> &mpsc::Sender<DocCommand> {
-        &self.mailbox
-    }
-}
-
-/// Called with a document's name after each durable change (e.g. to schedule a webhook).
-/// Must be quick and must not block: it runs inside the document actor.
-pub type ChangeListener = Arc<dyn Fn(&DocName) + Send + Sync>;
-
-/// Optional parts of a [`Registry`]: who hears of changes, and how nodes share documents.
+/// Optional parts of a [`Registry`]: who hears of documents, and how nodes share them.
 #[derive(Clone)]
 pub struct RegistryOptions {
-    /// Told of every durable change (webhooks).
-    pub on_change: Option<ChangeListener>,
+    /// Told of everything documents do (webhooks, metrics, an embedding application).
+    pub hooks: Hooks,
     /// Relays changes between the nodes of a cluster; [`LocalFanout`] for a single node.
     pub fanout: Arc<dyn Fanout>,
 }
@@ -72,29 +52,43 @@ pub struct RegistryOptions {
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
-            on_change: None,
-            fanout: Arc::new(LocalFanout::new()),
+            hooks: Hooks::new(),
+            fanout: Arc::new(LocalFanout),
         }
     }
 }
 
-/// Shared state of a [`Registry`].
-pub(crate) struct RegistryInner {
-    docs: Mutex<HashMap<DocName, DocHandle>>,
-    pub(crate) store: Arc<dyn DocStore>,
-    pub(crate) config: Arc<DocConfig>,
-    runtime: Handle,
-    next_generation: AtomicU64,
-    stopping: AtomicBool,
-    pub(crate) options: RegistryOptions,
+/// The map and whether the registry still takes documents, under one lock: a document is
+/// either started before shutdown sees the map, or refused.
+#[derive(Default)]
+struct Docs {
+    map: HashMap<DocName, DocHandle>,
+    stopping: bool,
 }
 
-impl RegistryInner {
+struct Inner {
+    docs: Mutex<Docs>,
+    store: Arc<dyn DocStore>,
+    config: Arc<DocConfig>,
+    runtime: Handle,
+    next_generation: AtomicU64,
+    options: RegistryOptions,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Docs> {
+        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Removes `name` if it still maps to the actor of `generation`.
-    pub(crate) fn remove(&self, name: &DocName, generation: u64) {
-        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-        if docs.get(name).is_some_and(|h| h.generation == generation) {
-            docs.remove(name);
+    fn remove(&self, name: &DocName, generation: u64) {
+        let mut docs = self.lock();
+        if docs
+            .map
+            .get(name)
+            .is_some_and(|h| h.generation == generation)
+        {
+            docs.map.remove(name);
         }
     }
 }
@@ -102,7 +96,7 @@ impl RegistryInner {
 /// Every loaded document, by name.
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<RegistryInner>,
+    inner: Arc<Inner>,
 }
 
 impl Registry {
@@ -111,7 +105,7 @@ impl Registry {
         Self::with_options(store, config, runtime, RegistryOptions::default())
     }
 
-    /// Like [`Registry::new`], with a change listener and/or a cluster fan-out.
+    /// Like [`Registry::new`], with hooks and/or a cluster fan-out.
     pub fn with_options(
         store: Arc<dyn DocStore>,
         config: DocConfig,
@@ -119,13 +113,12 @@ impl Registry {
         options: RegistryOptions,
     ) -> Self {
         Registry {
-            inner: Arc::new(RegistryInner {
-                docs: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                docs: Mutex::new(Docs::default()),
                 store,
                 config: Arc::new(config),
                 runtime,
                 next_generation: AtomicU64::new(1),
-                stopping: AtomicBool::new(false),
                 options,
             }),
         }
@@ -143,102 +136,135 @@ impl Registry {
 
     /// Number of documents currently in memory.
     pub fn loaded_count(&self) -> usize {
-        self.lock().len()
+        self.inner.lock().map.len()
     }
 
     /// Whether `name` is currently in memory.
     pub fn is_loaded(&self, name: &DocName) -> bool {
-        self.lock().contains_key(name)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DocName, DocHandle>> {
-        self.inner.docs.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().map.contains_key(name)
     }
 
     /// The running actor for `name`, started (and loading) if needed.
     fn handle(&self, name: &DocName) -> Result<DocHandle, DocError> {
-        if self.inner.stopping.load(Ordering::Acquire) {
+        let mut docs = self.inner.lock();
+        if docs.stopping {
             return Err(DocError::ShuttingDown);
         }
-        let mut docs = self.lock();
-        if let Some(handle) = docs.get(name) {
+        if let Some(handle) = docs.map.get(name) {
             return Ok(handle.clone());
         }
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let (mailbox, inbox) = mpsc::channel(self.inner.config.mailbox);
+        let (mailbox, receiver) = mpsc::channel(self.inner.config.mailbox);
         let handle = DocHandle {
-            name: name.clone(),
             generation,
             mailbox,
         };
-        docs.insert(name.clone(), handle.clone());
-        let actor = DocActor::new(
-            name.clone(),
+        docs.map.insert(name.clone(), handle.clone());
+        let registry: Weak<Inner> = Arc::downgrade(&self.inner);
+        let exiting = name.clone();
+        let actor = DocActor::new(ActorSetup {
+            name: name.clone(),
             generation,
-            &self.inner,
-            inbox,
-            handle.mailbox.downgrade(),
-        );
-        self.inner.runtime.spawn(actor.run());
+            store: self.inner.store.clone(),
+            config: self.inner.config.clone(),
+            fanout: self.inner.options.fanout.clone(),
+            hooks: self.inner.options.hooks.clone(),
+            mailbox: receiver,
+            inbox: RemoteInbox::new(handle.mailbox.downgrade()),
+            on_exit: Box::new(move || {
+                if let Some(registry) = registry.upgrade() {
+                    registry.remove(&exiting, generation);
+                }
+            }),
+        });
+        let doc = name.clone();
+        self.inner.runtime.spawn(async move {
+            if AssertUnwindSafe(actor.run()).catch_unwind().await.is_err() {
+                tracing::error!(doc = %doc, "document actor panicked; its sessions were closed");
+            }
+        });
         Ok(handle)
     }
 
-    /// Sends a request to the document's actor and waits for the answer, retrying with a
-    /// fresh actor if the current one was unloading.
+    /// Sends a request to the document's actor and waits for the answer, following an
+    /// unloading document to its next actor.
     async fn call<T>(
         &self,
         name: &DocName,
-        make: impl Fn(oneshot::Sender<Result<T, DocError>>) -> DocCommand,
+        mut make: impl FnMut(oneshot::Sender<Result<T, DocError>>) -> Result<DocCommand, DocError>,
     ) -> Result<(DocHandle, T), DocError> {
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             let handle = self.handle(name)?;
             let (reply, answer) = oneshot::channel();
-            if handle.mailbox.send(make(reply)).await.is_err() {
+            if handle.mailbox.send(make(reply)?).await.is_err() {
                 self.inner.remove(name, handle.generation);
                 continue;
             }
             match answer.await {
                 Ok(Ok(value)) => return Ok((handle, value)),
-                Ok(Err(DocError::Unloaded)) | Err(_) => {
+                Ok(Err(DocError::Unloaded)) => {
                     self.inner.remove(name, handle.generation);
                     continue;
                 }
                 Ok(Err(error)) => return Err(error),
+                // Dropped unanswered: the actor failed (it answers everything it refuses).
+                Err(_) => {
+                    self.inner.remove(name, handle.generation);
+                    return Err(DocError::Unavailable(
+                        "the document failed; try again".into(),
+                    ));
+                }
             }
         }
+        Err(DocError::Unavailable(
+            "the document keeps unloading; try again".into(),
+        ))
     }
 
     /// Joins a session to a document: the actor queues SyncStep1 and the awareness states on
-    /// `outbound`. Returns the handle to send the session's messages to.
+    /// `queue`. Returns the session's line into the document.
     pub async fn join(
         &self,
         name: &DocName,
-        conn: ConnId,
-        outbound: mpsc::Sender<Outbound>,
-        can_write: bool,
-    ) -> Result<DocHandle, DocError> {
+        session: SessionInfo,
+        queue: SessionQueue,
+    ) -> Result<Session, DocError> {
+        let conn = session.conn;
         let (handle, ()) = self
-            .call(name, |reply| DocCommand::Join {
-                conn,
-                outbound: outbound.clone(),
-                can_write,
-                reply,
+            .call(name, |reply| {
+                Ok(DocCommand::Join {
+                    session: session.clone(),
+                    queue: queue.clone(),
+                    reply,
+                })
             })
             .await?;
-        Ok(handle)
+        Ok(Session::new(conn, handle.mailbox))
     }
 
-    /// Applies an update from outside any session; returns once it is durable and broadcast.
+    /// Applies an update from outside any session (the HTTP API); returns once it is durable
+    /// and broadcast.
     pub async fn apply_update(&self, name: &DocName, update: Bytes) -> Result<(), DocError> {
-        self.call(name, |reply| DocCommand::ApplyUpdate {
-            update: update.clone(),
-            reply,
+        let refused = |error: protocol::ProtocolError| DocError::Refused(error.to_string());
+        let mut decoded = Some(protocol::decode_bare_update(update.clone()).map_err(refused)?);
+        self.call(name, |reply: Reply| {
+            // The first attempt sends the update decoded above; a retry (its actor was
+            // unloading and dropped the command) decodes it again.
+            let update = match decoded.take() {
+                Some(update) => update,
+                None => protocol::decode_bare_update(update.clone()).map_err(refused)?,
+            };
+            Ok(DocCommand::Update {
+                origin: Origin::Api(reply),
+                update,
+            })
         })
         .await
         .map(drop)
     }
 
-    /// Runs `read` against the document inside its actor and returns its result.
+    /// Runs `read` against the document inside its actor and returns its result, once what it
+    /// saw is durable.
     pub async fn read<T, F>(&self, name: &DocName, read: F) -> Result<T, DocError>
     where
         T: Send + 'static,
@@ -249,37 +275,41 @@ impl Registry {
         self.call(name, |reply| {
             let read = read.clone();
             let slot = slot.clone();
-            DocCommand::Read {
+            Ok(DocCommand::Read {
                 read: Box::new(move |doc| {
                     let value = read(doc);
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
                 }),
                 reply,
-            }
+            })
         })
         .await?;
         let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         value.ok_or_else(|| DocError::Unavailable("the read produced no value".into()))
     }
 
-    /// Deletes a document: its actor removes it from the store, closes its sessions (close
-    /// code 1000, "document deleted") and stops. Returns whether anything was stored.
+    /// Deletes a document: its actor removes it from the store, closes its sessions ("document
+    /// deleted") and stops. Returns whether anything was stored.
     pub async fn delete(&self, name: &DocName) -> Result<bool, DocError> {
-        self.call(name, |reply| DocCommand::Delete { reply })
+        self.call(name, |reply| Ok(DocCommand::Stop(Stop::Delete(reply))))
             .await
             .map(|(_, existed)| existed)
     }
 
-    /// Refuses new documents, stops every actor (closing their sessions) and flushes the store.
+    /// Refuses new documents, stops every actor (closing their sessions) and tells the other
+    /// nodes this one is leaving.
     pub async fn shutdown(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
-        let handles: Vec<DocHandle> = self.lock().values().cloned().collect();
+        let handles: Vec<DocHandle> = {
+            let mut docs = self.inner.lock();
+            docs.stopping = true;
+            docs.map.values().cloned().collect()
+        };
         let mut answers = Vec::with_capacity(handles.len());
         for handle in handles {
             let (reply, answer) = oneshot::channel();
             if handle
                 .mailbox
-                .send(DocCommand::Shutdown { reply })
+                .send(DocCommand::Stop(Stop::Shutdown(reply)))
                 .await
                 .is_ok()
             {
@@ -288,9 +318,6 @@ impl Registry {
         }
         for answer in answers {
             let _ = answer.await;
-        }
-        if let Err(error) = self.inner.store.flush().await {
-            tracing::error!(%error, "final store flush failed");
         }
         self.inner.options.fanout.leave().await;
     }

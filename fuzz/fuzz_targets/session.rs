@@ -10,10 +10,10 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tokio::sync::mpsc;
 use weft_crdt::protocol::{decode_client_message, ClientMessage};
-use weft_crdt::store::MemoryStore;
-use weft_crdt::{DocConfig, DocName, Registry};
+use weft_crdt::{
+    session_queue, DocConfig, DocName, MemoryStore, QueueLimits, Registry, SessionInfo,
+};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact, Update};
 
@@ -40,12 +40,16 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
             rt.handle().clone(),
         );
         let name = DocName::new("fuzz").unwrap();
-        let (outbound, mut inbox) = mpsc::channel(1024);
-        let conn = weft_crdt::ConnId::from_u128(1);
-        let doc = registry
-            .join(&name, conn, outbound, true)
-            .await
-            .expect("join");
+        let (queue, mut inbox) = session_queue(QueueLimits {
+            frames: 1024,
+            bytes: usize::MAX,
+        });
+        let info = SessionInfo {
+            conn: weft_crdt::ConnId::from_u128(1),
+            user: "fuzz".into(),
+            can_write: true,
+        };
+        let mut session = registry.join(&name, info, queue).await.expect("join");
         let mut reference = Doc::new();
         let mut accepted: Vec<bytes::Bytes> = Vec::new();
         for frame in frames {
@@ -76,7 +80,7 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
                 }
             }
             let is_update = matches!(message, ClientMessage::Update(_));
-            assert!(doc.message(conn, message).await);
+            assert!(session.send_async(message).await.is_ok());
             if rejected {
                 break;
             }
@@ -87,7 +91,7 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
                 registry.read(&name, |_| ()).await.expect("read");
             }
         }
-        doc.leave(conn).await;
+        drop(session);
         let server_sv = registry
             .read(&name, |d| d.transact().state_vector())
             .await
@@ -106,7 +110,7 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
             nonzero(server_sv),
             nonzero(reference.transact().state_vector())
         );
-        while inbox.try_recv().is_ok() {}
+        while inbox.try_recv().is_some() {}
         registry.shutdown().await;
     });
 });

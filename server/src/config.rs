@@ -172,7 +172,6 @@ impl ServerConfig {
             compact_after_updates: self.compact_after_updates,
             compact_after_bytes: self.compact_after_bytes,
             idle_unload: self.idle_unload,
-            outbound_queue: self.outbound_queue,
             coalesce_max: self.coalesce_max,
             broadcast_pace: self.broadcast_pace,
             max_doc_bytes: self.max_doc_bytes,

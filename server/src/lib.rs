@@ -1,37 +1,49 @@
-//! Weft's network front end: the actix-web application, WebSocket sessions and configuration.
+//! Weft's network front end: the actix-web application, WebSocket connections and the wire
+//! protocols they speak, the HTTP API, auth and configuration. The document engine is
+//! `weft-crdt`; stores and the cluster fan-out are the crates under `backends/`.
 //!
 //! # Layout
 //! - [`config`]: flags, environment variables, config file and defaults.
+//! - [`startup`]: [`Application`], which opens the store (sled, or PostgreSQL with the
+//!   `postgres` feature), joins the cluster (`redis` feature), binds, serves and shuts down.
+//!   A new store backend is wired in here (`open_store`).
+//! - [`ws`]: WebSocket connections: the checks before the upgrade, the connection that serves a
+//!   socket and every document session on it, how it ends.
+//! - [`wire`]: the wire-protocol seam ([`wire::WireProtocol`]) and its implementations
+//!   (y-websocket). A second protocol (Hocuspocus) is a new file there plus its route in
+//!   `startup`.
+//! - [`admin`]: tools for a stopped server's store: `weft fsck`, `migrate`, `export`, `import`.
 //! - [`auth`]: JWT verification and issuing, per-document permissions.
 //! - [`api`]: the HTTP document API under `/api`.
 //! - [`limits`]: connection caps and the per-connection message rate.
-//! - [`webhook`]: debounced change notifications.
+//! - [`webhook`]: debounced change notifications, a document hook.
+//! - [`metrics`]: the Prometheus recorder, `GET /metrics`, and the hook that counts documents.
 //! - [`memory`]: returning freed memory to the OS after documents unload.
-//! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
-//! - [`startup`]: [`Application`], which binds, serves and shuts down.
-//! - [`session`]: the WebSocket upgrade: checks, joining the document.
-//! - [`connection`]: one WebSocket connection, served by its response body.
 //! - [`routes`]: plain HTTP routes (health checks, 404).
 //! - [`web`]: the embedded browser editor.
 //! - [`error`]: HTTP error mapping.
 //! - [`state`]: what handlers share.
 //! - [`telemetry`]: logging setup.
+//!
+//! New document hooks implement `weft_crdt::DocHooks` and are added to the registry's
+//! [`weft_crdt::Hooks`] in `startup`.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod connection;
 pub mod error;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod routes;
-pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod web;
 pub mod webhook;
+pub mod wire;
+pub mod ws;
 
 pub use config::ServerConfig;
 pub use startup::Application;

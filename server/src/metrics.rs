@@ -1,13 +1,17 @@
 //! Prometheus metrics: the process-wide recorder and `GET /metrics`.
 //!
 //! Every layer records through the `metrics` facade (`weft_*` names); this module installs the
-//! Prometheus recorder once per process and renders it in the text exposition format.
+//! Prometheus recorder once per process, renders it in the text exposition format, and is the
+//! document hook ([`MetricsHook`]) through which documents are counted (the engine itself
+//! records nothing).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix_web::HttpResponse;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use weft_crdt::hooks::Change;
+use weft_crdt::{ConnId, DocHooks, DocName};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -86,5 +90,40 @@ pub async fn render() -> HttpResponse {
             .body(handle.render()),
         None => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "error": "metrics recorder not installed" })),
+    }
+}
+
+/// Counts what documents do: the `weft_documents_loaded` gauge, updates applied and broadcast,
+/// persist time, compactions, merged awareness relays, slow-client disconnects.
+pub struct MetricsHook;
+
+impl DocHooks for MetricsHook {
+    fn loaded(&self, _doc: &DocName) {
+        metrics::gauge!("weft_documents_loaded").increment(1.0);
+    }
+
+    fn unloaded(&self, _doc: &DocName) {
+        metrics::gauge!("weft_documents_loaded").decrement(1.0);
+    }
+
+    fn changed(&self, _doc: &DocName, change: &Change<'_>) {
+        metrics::histogram!("weft_persist_seconds").record(change.persist_time.as_secs_f64());
+        metrics::counter!("weft_updates_applied_total").increment(change.updates as u64);
+    }
+
+    fn compacted(&self, _doc: &DocName, _snapshot_bytes: u64) {
+        metrics::counter!("weft_compactions_total").increment(1);
+    }
+
+    fn broadcast(&self, _doc: &DocName, receivers: usize) {
+        metrics::counter!("weft_updates_broadcast_total").increment(receivers as u64);
+    }
+
+    fn awareness_merged(&self, _doc: &DocName, merged: usize) {
+        metrics::counter!("weft_awareness_frames_merged_total").increment(merged as u64);
+    }
+
+    fn slow_client(&self, _doc: &DocName, _conn: ConnId) {
+        metrics::counter!("weft_slow_client_disconnects_total").increment(1);
     }
 }

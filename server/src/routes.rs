@@ -16,7 +16,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "stopping" }));
     }
-    match state.registry.store().flush().await {
+    match state.registry.store().check().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
         Err(error) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "store unavailable", "error": error.to_string() })),

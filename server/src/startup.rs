@@ -7,16 +7,18 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{guard, middleware, web, App, HttpServer};
 use tokio::sync::watch;
-use weft_crdt::fanout::{Fanout, FanoutError, LocalFanout, RedisFanout, RedisFanoutConfig};
-use weft_crdt::store::{PostgresStore, StoreError};
-use weft_crdt::{DocStore, Registry, RegistryOptions, SledStore};
+use weft_crdt::fanout::{Fanout, FanoutError, LocalFanout};
+use weft_crdt::store::StoreError;
+use weft_crdt::{DocStore, Hooks, Registry, RegistryOptions};
+use weft_store_sled::SledStore;
 
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, StoreKind};
 use crate::limits::ConnectionLimits;
+use crate::metrics::MetricsHook;
 use crate::state::AppState;
 use crate::webhook::Webhooks;
-use crate::{api, routes, session, web as web_ui};
+use crate::{api, routes, web as web_ui, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +49,11 @@ pub enum StartupError {
         /// The data directory.
         dir: String,
         /// What went wrong.
-        source: weft_crdt::store::StoreError,
+        source: StoreError,
     },
+    /// The settings ask for something this build leaves out.
+    #[error("this build of weft has no {0} support (cargo feature `{0}`)")]
+    NotBuilt(&'static str),
 }
 
 /// A bound, ready-to-run server.
@@ -68,14 +73,11 @@ fn is_websocket_upgrade(ctx: &guard::GuardContext<'_>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Opens the store `--store` names: sled in `--data-dir`, or PostgreSQL.
+/// Opens the store `--store` names: sled in `--data-dir`, or PostgreSQL. (A new backend is a
+/// crate under `backends/`, a `StoreKind` and an arm here.)
 async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DocStore>, StartupError> {
     if let StoreKind::Postgres(url) = config.store_kind().map_err(StartupError::Config)? {
-        let postgres = PostgresStore::connect(url, config.postgres_pool)
-            .await
-            .map_err(StartupError::Postgres)?;
-        tracing::info!("storing documents in PostgreSQL");
-        return Ok(Arc::new(postgres));
+        return open_postgres(url, config.postgres_pool).await;
     }
     let sled =
         SledStore::open_with_cache(&config.data_dir, config.cache_bytes).map_err(|source| {
@@ -87,10 +89,24 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DocStore>, StartupE
     Ok(Arc::new(sled))
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, pool: usize) -> Result<Arc<dyn DocStore>, StartupError> {
+    let postgres = weft_store_postgres::PostgresStore::connect(url, pool)
+        .await
+        .map_err(StartupError::Postgres)?;
+    tracing::info!("storing documents in PostgreSQL");
+    Ok(Arc::new(postgres))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str, _pool: usize) -> Result<Arc<dyn DocStore>, StartupError> {
+    Err(StartupError::NotBuilt("postgres"))
+}
+
 /// Joins the cluster through Redis when `--redis` is set; otherwise this node is alone.
 async fn join_cluster(config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupError> {
     let Some(url) = &config.redis else {
-        return Ok(Arc::new(LocalFanout::new()));
+        return Ok(Arc::new(LocalFanout));
     };
     if config.store_kind() == Ok(StoreKind::Sled) {
         return Err(StartupError::Config(
@@ -99,8 +115,14 @@ async fn join_cluster(config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupE
                 .into(),
         ));
     }
+    connect_redis(url, config).await
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str, config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupError> {
+    use weft_fanout_redis::{RedisFanout, RedisFanoutConfig};
     let fanout = RedisFanout::connect(RedisFanoutConfig {
-        url: url.clone(),
+        url: url.to_string(),
         key_prefix: config.redis_prefix.clone(),
         stream_maxlen: config.redis_stream_maxlen,
         stream_ttl: config.redis_stream_ttl,
@@ -108,6 +130,14 @@ async fn join_cluster(config: &ServerConfig) -> Result<Arc<dyn Fanout>, StartupE
     .await
     .map_err(StartupError::Redis)?;
     Ok(Arc::new(fanout))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(
+    _url: &str,
+    _config: &ServerConfig,
+) -> Result<Arc<dyn Fanout>, StartupError> {
+    Err(StartupError::NotBuilt("redis"))
 }
 
 impl Application {
@@ -119,14 +149,15 @@ impl Application {
         let fanout = join_cluster(&config).await?;
         crate::metrics::install();
         let webhooks = Webhooks::start(&config.webhook);
+        let mut hooks = Hooks::new().with(Arc::new(MetricsHook));
+        if let Some(webhooks) = &webhooks {
+            hooks = hooks.with(webhooks.hook());
+        }
         let registry = Registry::with_options(
             store,
             config.doc_config(),
             tokio::runtime::Handle::current(),
-            RegistryOptions {
-                on_change: webhooks.as_ref().map(|w| w.listener()),
-                fanout,
-            },
+            RegistryOptions { hooks, fanout },
         );
         if auth.is_none() {
             tracing::warn!(
@@ -161,7 +192,7 @@ impl Application {
                 .service(
                     web::resource("/{tail:.*}")
                         .guard(guard::fn_guard(is_websocket_upgrade))
-                        .to(session::upgrade),
+                        .to(ws::upgrade::upgrade),
                 )
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
@@ -211,7 +242,7 @@ impl Application {
     }
 
     /// Serves until `stop` completes, then shuts down: sessions are closed (1001), the
-    /// listener stops, every document actor stops and the store is flushed.
+    /// listener stops and every document actor stops (every write is durable already).
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);

@@ -1,6 +1,7 @@
 //! Webhooks: a debounced `POST {doc, updatedAt}` to `--webhook-url` after a document changes.
 //!
-//! The document actor only marks the document as changed (a map insert, never blocking). A
+//! [`Webhooks`] is a document hook: the actor only marks the document as changed (a map
+//! insert, never blocking). A
 //! dispatcher task fires once a document has been quiet for `--webhook-wait`, or at the latest
 //! `--webhook-max-wait` after its first unreported change, and retries failed deliveries with
 //! backoff. Failures are logged and counted; editing never waits for a webhook.
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use tokio::sync::Notify;
-use weft_crdt::registry::ChangeListener;
-use weft_crdt::DocName;
+use weft_crdt::hooks::Change;
+use weft_crdt::{DocHooks, DocName};
 
 /// Webhook settings.
 #[derive(Debug, Clone, Args)]
@@ -46,6 +47,19 @@ struct Pending {
 }
 
 /// Debounces change notifications and delivers them.
+///
+/// The hook holds the dispatcher weakly: once the server drops its `Arc`, changes are ignored.
+pub struct WebhookHook(std::sync::Weak<Webhooks>);
+
+impl DocHooks for WebhookHook {
+    fn changed(&self, doc: &DocName, _change: &Change<'_>) {
+        if let Some(hooks) = self.0.upgrade() {
+            hooks.mark_changed(doc);
+        }
+    }
+}
+
+/// Debounces change notifications and delivers them.
 pub struct Webhooks {
     config: WebhookConfig,
     url: String,
@@ -67,17 +81,12 @@ impl Webhooks {
         Some(hooks)
     }
 
-    /// The listener to hand the registry.
-    pub fn listener(self: &Arc<Self>) -> ChangeListener {
-        let hooks = Arc::downgrade(self);
-        Arc::new(move |name: &DocName| {
-            if let Some(hooks) = hooks.upgrade() {
-                hooks.changed(name);
-            }
-        })
+    /// The document hook that feeds this dispatcher.
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn DocHooks> {
+        Arc::new(WebhookHook(Arc::downgrade(self)))
     }
 
-    fn changed(&self, name: &DocName) {
+    fn mark_changed(&self, name: &DocName) {
         let now = Instant::now();
         let updated_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -29,19 +29,14 @@ async fn damaged_records_are_skipped_reported_and_listed_by_fsck() {
     {
         let store = open_store(dir.path()).await;
         let hurt = DocName::new("hurt").unwrap();
-        let next = store.load(&hurt).await.unwrap().next_seq;
         store
-            .append(
-                &hurt,
-                next,
-                vec![Bytes::from_static(b"\xff\xfe torn write")],
-            )
+            .append(&hurt, vec![Bytes::from_static(b"\xff\xfe torn write")])
             .await
             .unwrap();
         let broken = DocName::new("broken").unwrap();
-        let next = store.load(&broken).await.unwrap().next_seq;
+        let next = store.load(&broken).await.unwrap().next_pos;
         store
-            .compact(&broken, b"not a snapshot".to_vec(), next)
+            .compact(&broken, Bytes::from_static(b"not a snapshot"), next)
             .await
             .unwrap();
     }

@@ -100,9 +100,9 @@ pub async fn metric(addr: &str, name: &str) -> f64 {
 }
 
 /// Opens the sled store of a stopped server (waiting for its lock to be released).
-pub async fn open_store(dir: &Path) -> weft_crdt::SledStore {
+pub async fn open_store(dir: &Path) -> weft_store_sled::SledStore {
     for _ in 0..100 {
-        if let Ok(store) = weft_crdt::SledStore::open(dir) {
+        if let Ok(store) = weft_store_sled::SledStore::open(dir) {
             return store;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

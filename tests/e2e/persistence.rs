@@ -52,7 +52,7 @@ async fn compaction_keeps_the_state_and_shrinks_the_log() {
         "log shrank to {} entries",
         stored.log.len()
     );
-    assert_eq!(stored.next_seq, 110, "every append counted");
+    assert_eq!(stored.next_pos, 110, "every append counted");
     drop(store);
 
     let app = spawn_app(test_config(dir.path())).await;

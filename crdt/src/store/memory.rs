@@ -1,19 +1,29 @@
-//! An in-memory [`DocStore`] with the same semantics as the sled store, for tests, fuzzing and
-//! embedders that persist elsewhere. Nothing survives the process.
+//! An in-memory [`DocStore`], for tests, fuzzing and embedders that persist elsewhere. Nothing
+//! survives the process. It is also the contract's smallest complete implementation.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{DocInfo, DocStore, LogEntry, StoreError, StoredDoc};
+use super::contract::{DocInfo, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
 use crate::name::DocName;
+
+/// One document as kept in memory.
+#[derive(Default)]
+struct Entry {
+    stored: StoredDoc,
+    /// The position the snapshot covers up to.
+    snapshot_upto: LogPos,
+    updated_at_ms: u64,
+}
 
 /// Keeps every document in a map.
 #[derive(Default)]
 pub struct MemoryStore {
-    docs: Mutex<HashMap<DocName, StoredDoc>>,
+    docs: Mutex<BTreeMap<DocName, Entry>>,
 }
 
 impl MemoryStore {
@@ -22,77 +32,105 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn docs(&self) -> std::sync::MutexGuard<'_, HashMap<DocName, StoredDoc>> {
+    fn docs(&self) -> std::sync::MutexGuard<'_, BTreeMap<DocName, Entry>> {
         self.docs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[async_trait]
 impl DocStore for MemoryStore {
-    async fn load(&self, name: &DocName) -> Result<StoredDoc, StoreError> {
-        Ok(self.docs().get(name).cloned().unwrap_or_default())
+    async fn load(&self, doc: &DocName) -> Result<StoredDoc, StoreError> {
+        Ok(self
+            .docs()
+            .get(doc)
+            .map(|e| e.stored.clone())
+            .unwrap_or_default())
     }
 
-    async fn append(
-        &self,
-        name: &DocName,
-        first_seq: u64,
-        updates: Vec<Bytes>,
-    ) -> Result<(), StoreError> {
+    async fn append(&self, doc: &DocName, records: Vec<Bytes>) -> Result<LogPos, StoreError> {
         let mut docs = self.docs();
-        let doc = docs.entry(name.clone()).or_default();
-        for (i, update) in updates.into_iter().enumerate() {
-            let seq = first_seq + i as u64;
-            doc.log.push(LogEntry { seq, update });
-            doc.next_seq = doc.next_seq.max(seq + 1);
+        let entry = docs.entry(doc.clone()).or_default();
+        for update in records {
+            let pos = entry.stored.next_pos;
+            entry.stored.log.push(LogEntry { pos, update });
+            entry.stored.next_pos += 1;
         }
-        Ok(())
+        entry.updated_at_ms = now_ms();
+        Ok(entry.stored.next_pos)
     }
 
     async fn compact(
         &self,
-        name: &DocName,
-        snapshot: Vec<u8>,
-        next_seq: u64,
+        doc: &DocName,
+        snapshot: Bytes,
+        upto: LogPos,
     ) -> Result<(), StoreError> {
         let mut docs = self.docs();
-        let doc = docs.entry(name.clone()).or_default();
-        doc.snapshot = Some(Bytes::from(snapshot));
-        doc.log.retain(|e| e.seq >= next_seq);
-        doc.next_seq = doc.next_seq.max(next_seq);
+        let entry = docs.entry(doc.clone()).or_default();
+        if upto <= entry.snapshot_upto && entry.stored.snapshot.is_some() {
+            return Ok(());
+        }
+        entry.stored.snapshot = Some(snapshot);
+        entry.stored.log.retain(|e| e.pos >= upto);
+        entry.stored.next_pos = entry.stored.next_pos.max(upto);
+        entry.snapshot_upto = upto;
+        entry.updated_at_ms = now_ms();
         Ok(())
     }
 
-    async fn create(&self, name: &DocName) -> Result<bool, StoreError> {
+    async fn create(&self, doc: &DocName) -> Result<bool, StoreError> {
         let mut docs = self.docs();
-        if docs.contains_key(name) {
+        if docs.contains_key(doc) {
             return Ok(false);
         }
-        docs.insert(name.clone(), StoredDoc::default());
+        docs.insert(
+            doc.clone(),
+            Entry {
+                updated_at_ms: now_ms(),
+                ..Entry::default()
+            },
+        );
         Ok(true)
     }
 
-    async fn exists(&self, name: &DocName) -> Result<bool, StoreError> {
-        Ok(self.docs().contains_key(name))
+    async fn exists(&self, doc: &DocName) -> Result<bool, StoreError> {
+        Ok(self.docs().contains_key(doc))
     }
 
-    async fn delete(&self, name: &DocName) -> Result<bool, StoreError> {
-        Ok(self.docs().remove(name).is_some())
+    async fn delete(&self, doc: &DocName) -> Result<bool, StoreError> {
+        Ok(self.docs().remove(doc).is_some())
     }
 
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
         Ok(self
             .docs()
             .iter()
-            .map(|(name, doc)| DocInfo {
+            .map(|(name, entry)| DocInfo {
                 name: name.to_string(),
-                size_bytes: doc.snapshot.as_ref().map_or(0, |s| s.len() as u64) + doc.log_bytes(),
-                updated_at_ms: 0,
+                size_bytes: entry.stored.size_bytes(),
+                updated_at_ms: entry.updated_at_ms,
             })
             .collect())
     }
+}
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn meets_the_store_contract() {
+        let store: std::sync::Arc<dyn DocStore> = std::sync::Arc::new(MemoryStore::new());
+        super::super::conformance::run(|| {
+            let store = store.clone();
+            async move { store }
+        })
+        .await;
     }
 }

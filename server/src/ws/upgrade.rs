@@ -8,17 +8,19 @@
 //! opened closes the connection right after the upgrade (1013, or 1001 while the server shuts
 //! down), which y-websocket clients answer by reconnecting later.
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use tokio::sync::mpsc;
-use weft_crdt::DocName;
+use std::sync::Arc;
 
+use actix_web::{web, HttpRequest, HttpResponse};
+use weft_crdt::{session_queue, DocName, QueueLimits, SessionInfo};
+
+use super::connection::{Arrival, Connection, DocSlot};
 use crate::auth::{self, Permission};
-use crate::connection::{Arrival, Connection, Peer};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::wire::YWebsocket;
 
 /// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, takes a connection slot and
-/// upgrades; the response body joins the document and serves the connection.
+/// upgrades; the response body joins the document and serves the connection (y-websocket).
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -34,24 +36,32 @@ pub async fn upgrade(
     })?;
     let conn = uuid::Uuid::new_v4();
     let can_write = access.permission == Permission::Write;
-    let (outbound, queue) = mpsc::channel(state.config.outbound_queue);
+    let (queue, outbox) = session_queue(QueueLimits {
+        frames: state.config.outbound_queue,
+        bytes: usize::MAX,
+    });
+    let session = SessionInfo {
+        conn,
+        user: Arc::from(access.sub.as_str()),
+        can_write,
+    };
     let join = {
         let registry = state.registry.clone();
         let name = name.clone();
-        Box::pin(async move { registry.join(&name, conn, outbound, can_write).await })
+        Box::pin(async move { registry.join(&name, session, queue).await })
     };
-    let arrival = Box::new(Arrival {
+    let arrival = Arrival {
         addr: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         user: access.sub,
         read_only: !can_write,
-    });
+    };
+    let slot = DocSlot::joining(name.clone(), join, arrival, outbox, permit);
     let connection = Connection::new(
         state.into_inner(),
-        Peer { name, conn },
-        (join, arrival),
+        conn,
+        Box::new(YWebsocket::new(name)),
+        vec![slot],
         body.into_inner(),
-        queue,
-        permit,
     );
     Ok(HttpResponse::from(
         handshake.body(connection).map_into_boxed_body(),

@@ -1,4 +1,5 @@
-//! Cluster fan-out over Redis Streams.
+//! Weft's cluster fan-out over Redis Streams: [`RedisFanout`], implementing
+//! `weft_crdt::fanout::Fanout`.
 //!
 //! Keys (under a configurable prefix, `weft:` by default):
 //! - `doc:<name>`: a stream per document. Each entry is `n` (publishing node id, 16 bytes),
@@ -14,7 +15,9 @@
 //! heartbeat task. Entries a node published itself are skipped by its reader, so nothing loops.
 //! When the reader's connection fails it reconnects from the positions it had, and asks every
 //! loaded document to re-read the shared store (anything published meanwhile may be lost to
-//! Redis, but it is durable in the store).
+//! Redis, but it is durable in the store). The reader never waits for a document: it hands
+//! entries to each document's `RemoteInbox`, which defers to a store re-read when that
+//! document's mailbox is full, so one busy document cannot stall the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +31,10 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-use super::{Fanout, FanoutError, NodeId, RemoteMessage};
-use crate::command::DocCommand;
-use crate::name::DocName;
+use weft_crdt::fanout::{
+    Delivered, Fanout, FanoutError, NodeId, RemoteEvent, RemoteInbox, RemoteMessage,
+};
+use weft_crdt::DocName;
 
 /// How often a node refreshes its heartbeat key and checks the others'.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -78,7 +81,7 @@ pub struct RedisFanout {
 /// A loaded document's subscription.
 struct Subscription {
     generation: u64,
-    mailbox: mpsc::WeakSender<DocCommand>,
+    inbox: RemoteInbox,
     /// Id of the last stream entry handled (or the stream's end when subscribing).
     position: String,
 }
@@ -95,7 +98,7 @@ struct Shared {
 }
 
 fn redis_error(error: redis::RedisError) -> FanoutError {
-    FanoutError::Redis(error.to_string())
+    FanoutError::Unavailable(format!("redis: {error}"))
 }
 
 impl RedisFanout {
@@ -171,12 +174,16 @@ impl Shared {
             .await
     }
 
-    /// The live mailboxes of every subscribed document.
-    fn mailboxes(&self) -> Vec<mpsc::Sender<DocCommand>> {
-        self.subscriptions()
+    /// Hands `event` to every subscribed document (never waiting for one).
+    fn tell_everyone(&self, event: RemoteEvent) {
+        let inboxes: Vec<RemoteInbox> = self
+            .subscriptions()
             .values()
-            .filter_map(|s| s.mailbox.upgrade())
-            .collect()
+            .map(|s| s.inbox.clone())
+            .collect();
+        for inbox in inboxes {
+            inbox.deliver(event.clone());
+        }
     }
 }
 
@@ -186,15 +193,11 @@ impl Fanout for RedisFanout {
         true
     }
 
-    fn node_id(&self) -> NodeId {
-        self.shared.node
-    }
-
     async fn subscribe(
         &self,
         name: &DocName,
         generation: u64,
-        mailbox: mpsc::WeakSender<DocCommand>,
+        inbox: RemoteInbox,
     ) -> Result<(), FanoutError> {
         let shared = &self.shared;
         let mut conn = shared.commands.clone();
@@ -215,7 +218,7 @@ impl Fanout for RedisFanout {
             name.clone(),
             Subscription {
                 generation,
-                mailbox,
+                inbox,
                 position,
             },
         );
@@ -360,9 +363,7 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
                     tracing::info!("Redis reader reconnected; documents re-read the store");
                     connection = Some(fresh);
                     backoff = Duration::from_millis(100);
-                    for mailbox in shared.mailboxes() {
-                        let _ = mailbox.send(DocCommand::Resync).await;
-                    }
+                    shared.tell_everyone(RemoteEvent::Resync);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Redis reader cannot reconnect yet");
@@ -414,19 +415,16 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
             let Some((name, generation)) = generations.get(&stream.key) else {
                 continue;
             };
-            let mailbox = {
+            let inbox = {
                 let mut subscriptions = shared.subscriptions();
                 match subscriptions.get_mut(name) {
                     // Entries read for an earlier actor of this document are not this one's.
                     Some(s) if s.generation == *generation => {
                         s.position = last.id.clone();
-                        s.mailbox.upgrade()
+                        s.inbox.clone()
                     }
-                    _ => None,
+                    _ => continue,
                 }
-            };
-            let Some(mailbox) = mailbox else {
-                continue;
             };
             for entry in &stream.ids {
                 let Some(Entry { node, message }) = parse_entry(entry) else {
@@ -438,14 +436,11 @@ async fn read_loop(shared: Arc<Shared>, connection: MultiplexedConnection) {
                 }
                 shared.peers().insert(node);
                 metrics::counter!("weft_fanout_received_total").increment(1);
-                if mailbox
-                    .send(DocCommand::Remote {
-                        from: node,
-                        message,
-                    })
-                    .await
-                    .is_err()
-                {
+                let event = RemoteEvent::Message {
+                    from: node,
+                    message,
+                };
+                if inbox.deliver(event) == Delivered::Gone {
                     break; // The actor stopped; its successor subscribes afresh.
                 }
             }
@@ -488,9 +483,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             }
             tracing::info!(%peer, "node left the cluster; dropping its clients' presence");
             shared.peers().remove(&peer);
-            for mailbox in shared.mailboxes() {
-                let _ = mailbox.send(DocCommand::NodeGone { node: peer }).await;
-            }
+            shared.tell_everyone(RemoteEvent::NodeGone(peer));
         }
     }
 }

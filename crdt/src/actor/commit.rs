@@ -1,0 +1,94 @@
+//! The rule this whole design rests on: **nothing a batch produced leaves the actor before the
+//! batch's updates are durable.**
+//!
+//! Delivery and the cluster fan-out accept only a [`Sealed`] batch, and the only way to get one
+//! is [`commit`]: it merges the batch's updates into one record, appends it to the store and
+//! waits for the append (durable on return, by the store contract). A batch without updates has
+//! nothing to wait for. A batch whose append fails is handed back unsent: the caller stops the
+//! document, whose in-memory state is then ahead of the store and must not be served.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::batch::Outgoing;
+use super::durable::DurableDoc;
+use crate::hooks::{Change, Hooks};
+use crate::store::StoreError;
+
+/// A batch whose updates are durable: safe to send.
+pub(super) struct Sealed {
+    out: Outgoing,
+    /// The batch's updates as one update (the stored record), if it had any.
+    local_update: Option<Bytes>,
+}
+
+impl Sealed {
+    /// A batch that stores nothing (e.g. only presence, or updates already stored by another
+    /// node); `Err` gives it back if it has updates of its own after all.
+    pub fn without_updates(out: Outgoing) -> Result<Sealed, Outgoing> {
+        if out.has_updates() {
+            return Err(out);
+        }
+        Ok(Sealed {
+            out,
+            local_update: None,
+        })
+    }
+
+    /// What the batch produced, and its updates as one (stored) update.
+    pub fn into_parts(self) -> (Outgoing, Option<Bytes>) {
+        (self.out, self.local_update)
+    }
+
+    /// The batch's own updates as one update, if it had any.
+    pub fn local_update(&self) -> Option<&Bytes> {
+        self.local_update.as_ref()
+    }
+
+    /// Frames this batch has for the other nodes of a cluster.
+    pub fn publish(&self) -> &[Bytes] {
+        &self.out.publish
+    }
+}
+
+/// Makes the batch's updates durable (see the module comment).
+pub(super) async fn commit(
+    doc: &mut DurableDoc,
+    hooks: &Hooks,
+    out: Outgoing,
+) -> Result<Sealed, (StoreError, Outgoing)> {
+    let out = match Sealed::without_updates(out) {
+        Ok(sealed) => return Ok(sealed),
+        Err(out) => out,
+    };
+    // The whole batch is one log record: one key to write instead of one per update (the
+    // store's cost is per record), and the same bytes the broadcast frame carries.
+    let merged = doc.merge_updates(&out.updates);
+    let records = match &merged {
+        Some(merged) => vec![merged.clone()],
+        None => out.updates.clone(),
+    };
+    let started = Instant::now();
+    let position = match doc.append(records.clone()).await {
+        Ok(position) => position,
+        Err(error) => return Err((error, out)),
+    };
+    let sessions: Vec<_> = out.update_sources.iter().copied().collect();
+    let change = Change {
+        update: &records[0],
+        updates: out.updates.len(),
+        records: records.len(),
+        position,
+        sessions: &sessions,
+        from_api: !out.api_replies.is_empty(),
+        persist_time: started.elapsed(),
+    };
+    hooks.emit(doc.name(), |h| h.changed(doc.name(), &change));
+    // If yrs could not merge the updates, the state they all produced stands in for them.
+    let local_update = merged.unwrap_or_else(|| Bytes::from(doc.encode_diff(&Default::default())));
+    Ok(Sealed {
+        out,
+        local_update: Some(local_update),
+    })
+}

@@ -1,0 +1,368 @@
+//! The document and its log: [`DurableDoc`] owns the `yrs::Doc`, applies updates to it (every
+//! yrs call guarded), appends to the store, keeps track of what the log holds and compacts it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::{Encoder, EncoderV1};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use super::batch::{Outgoing, Pending};
+use super::merge::merge_in_rounds;
+use crate::command::Origin;
+use crate::config::DocConfig;
+use crate::error::DocError;
+use crate::name::DocName;
+use crate::outbox::CloseReason;
+use crate::protocol::{self, IncomingUpdate};
+use crate::recovery::{self, Damage};
+use crate::store::{DocStore, LogPos, StoreError, StoredDoc};
+
+/// What re-reading the store found (see [`DurableDoc::catch_up`]).
+pub(super) enum CaughtUp {
+    /// The document now holds everything below `next_pos`; `news` is what it lacked.
+    Read {
+        next_pos: LogPos,
+        news: Option<Bytes>,
+    },
+    /// The store could not be read; nothing changed.
+    Unreadable(StoreError),
+    /// yrs rejected what the store holds or panicked: the document is untrustworthy.
+    Poisoned,
+}
+
+/// The document, its store and what its log holds.
+pub(super) struct DurableDoc {
+    name: DocName,
+    doc: Doc,
+    store: Arc<dyn DocStore>,
+    config: Arc<DocConfig>,
+    /// The log position after the last record this actor knows to be stored.
+    next_pos: LogPos,
+    /// Records and bytes in the log since the last snapshot.
+    log_records: u64,
+    log_bytes: u64,
+    /// Bytes of the last snapshot.
+    snapshot_bytes: u64,
+    /// The SyncStep2 frame answering an empty state vector, valid until the document changes.
+    full_state: Option<Bytes>,
+}
+
+impl DurableDoc {
+    pub fn new(name: DocName, store: Arc<dyn DocStore>, config: Arc<DocConfig>) -> Self {
+        DurableDoc {
+            name,
+            doc: Doc::new(),
+            store,
+            config,
+            next_pos: 0,
+            log_records: 0,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            full_state: None,
+        }
+    }
+
+    pub fn name(&self) -> &DocName {
+        &self.name
+    }
+
+    /// Reads everything stored for the document.
+    pub async fn load(&self) -> Result<StoredDoc, StoreError> {
+        self.store.load(&self.name).await
+    }
+
+    /// Takes the log accounting of freshly loaded records (the document itself comes later,
+    /// see [`Self::install`]).
+    pub fn loaded(&mut self, stored: &StoredDoc) {
+        self.next_pos = stored.next_pos;
+        self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+        self.log_records = stored.log.len() as u64;
+        self.log_bytes = stored.log_bytes();
+    }
+
+    /// Replaces the in-memory document with one rebuilt from the stored records (the cached
+    /// full state, made from the same records, stays valid unless the caller says otherwise).
+    pub fn install(&mut self, doc: Doc) {
+        self.doc = doc;
+    }
+
+    /// The cached answer to an empty state vector (see `restore`).
+    pub fn set_full_state(&mut self, frame: Option<Bytes>) {
+        self.full_state = frame;
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// Runs `read` against the document; `false` if it panicked.
+    pub fn read(&self, read: impl FnOnce(&Doc)) -> bool {
+        catch_unwind(AssertUnwindSafe(|| read(&self.doc))).is_ok()
+    }
+
+    /// The SyncStep2 answering an empty state vector, from the cache or freshly encoded.
+    pub fn full_state_frame(&mut self) -> Bytes {
+        if let Some(frame) = &self.full_state {
+            return frame.clone();
+        }
+        let frame = protocol::encode_sync_step2(&self.encode_diff(&StateVector::default()));
+        self.full_state = Some(frame.clone());
+        frame
+    }
+
+    /// Applies the updates collected so far in one transaction, recording the accepted ones in
+    /// `out`. If yrs panics (a crafted update can trigger bugs in it) or rejects an update
+    /// (which it may have half applied), `out` is marked poisoned: the in-memory document can
+    /// no longer be trusted and must not be touched again.
+    pub fn apply(&mut self, pending: &mut Pending, out: &mut Outgoing) {
+        if pending.is_empty() {
+            return;
+        }
+        if out.poisoned {
+            refuse_all(pending);
+            return;
+        }
+        let name = &self.name;
+        let max_doc_bytes = self.config.max_doc_bytes;
+        let stored = self.snapshot_bytes + self.log_bytes;
+        let doc = &self.doc;
+        let mut full_state_changed = false;
+        // The outer guard covers the commit when the transaction is dropped.
+        let committed = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            for (incoming, origin) in pending.drain(..) {
+                if out.poisoned {
+                    refuse(origin);
+                    continue;
+                }
+                let IncomingUpdate { bytes, update, .. } = incoming;
+                if update.is_empty() {
+                    // Typically the SyncStep2 of a client with nothing new: nothing to do.
+                    if let Origin::Api(reply) = origin {
+                        out.api_replies.push(reply);
+                    }
+                    continue;
+                }
+                let remote = matches!(origin, Origin::Remote);
+                if !remote && stored + out.update_bytes + bytes.len() as u64 > max_doc_bytes {
+                    let reason = format!("document would exceed the {max_doc_bytes} byte limit");
+                    tracing::warn!(doc = %name, update_bytes = bytes.len(), "update refused: {reason}");
+                    match origin {
+                        Origin::Session(conn) => {
+                            out.closes.push((conn, CloseReason::Refused(reason)))
+                        }
+                        Origin::Api(reply) => {
+                            let _ = reply.send(Err(DocError::Refused(reason)));
+                        }
+                        Origin::Remote => {}
+                    }
+                    continue;
+                }
+                // Whatever happens next, the cached full state may no longer be it.
+                full_state_changed = true;
+                let error = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                    Ok(Ok(())) => None,
+                    // yrs integrates block by block and stops at the first bad one: what came
+                    // before it is in the document already. That half must never be served,
+                    // so the document reloads from storage, as after a panic.
+                    Ok(Err(error)) => Some(format!("update rejected: {error}")),
+                    Err(_) => Some("update made the document panic".to_string()),
+                };
+                if error.is_some() {
+                    out.poisoned = true;
+                }
+                match (error, origin) {
+                    (None, Origin::Session(conn)) => {
+                        out.update_bytes += bytes.len() as u64;
+                        out.updates.push(bytes);
+                        out.update_sources.insert(conn);
+                    }
+                    (None, Origin::Api(reply)) => {
+                        out.update_bytes += bytes.len() as u64;
+                        out.updates.push(bytes);
+                        out.api_replies.push(reply);
+                    }
+                    (None, Origin::Remote) => out.remote_updates.push(bytes),
+                    (Some(reason), Origin::Remote) => {
+                        tracing::warn!(doc = %name, %reason, "update from another node not applied");
+                    }
+                    (Some(reason), Origin::Session(conn)) => {
+                        tracing::warn!(doc = %name, %conn, %reason, "closing connection");
+                        out.closes.push((conn, CloseReason::BadMessage(reason)));
+                    }
+                    (Some(reason), Origin::Api(reply)) => {
+                        let _ = reply.send(Err(DocError::Refused(reason)));
+                    }
+                }
+            }
+        }));
+        if committed.is_err() {
+            out.poisoned = true;
+        }
+        if full_state_changed {
+            self.full_state = None;
+        }
+    }
+
+    /// Re-reads the store and merges in what this document lacks (other nodes' updates it
+    /// missed): the stored records are rebuilt apart and only the difference touches the live
+    /// document (see `recovery::beyond`). Also returns the damaged records found.
+    pub async fn catch_up(&mut self) -> (CaughtUp, Vec<Damage>) {
+        let stored = match self.load().await {
+            Ok(stored) => stored,
+            Err(error) => return (CaughtUp::Unreadable(error), Vec::new()),
+        };
+        let (beyond, damage) = recovery::beyond(&self.state_vector(), &stored);
+        let caught = match self.apply_stored(&beyond) {
+            Ok(news) => CaughtUp::Read {
+                next_pos: stored.next_pos,
+                news,
+            },
+            Err(()) => CaughtUp::Poisoned,
+        };
+        (caught, damage)
+    }
+
+    /// Applies what the store holds beyond this document and returns what was new in it
+    /// (`None`: nothing), to be sent to the sessions. `Err` if yrs rejected it or panicked.
+    fn apply_stored(&mut self, update: &[u8]) -> Result<Option<Bytes>, ()> {
+        let doc = &self.doc;
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let update = yrs::Update::decode_v1(update).map_err(drop)?;
+            let mut txn = doc.transact_mut();
+            txn.apply_update(update).map_err(drop)?;
+            let new = !txn.insert_set().is_empty() || !txn.delete_set().is_empty();
+            Ok(new.then(|| txn.encode_update_v1()))
+        }));
+        let news = applied.unwrap_or(Err(()))?;
+        if news.is_some() {
+            self.full_state = None;
+        }
+        Ok(news.map(Bytes::from))
+    }
+
+    /// Appends records (durable on return) and counts them into the log.
+    pub async fn append(&mut self, records: Vec<Bytes>) -> Result<LogPos, StoreError> {
+        let count = records.len() as u64;
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let position = self.store.append(&self.name, records).await?;
+        self.next_pos = position;
+        self.log_records += count;
+        self.log_bytes += bytes;
+        Ok(position)
+    }
+
+    /// Whether the log has grown past a compaction threshold.
+    pub fn needs_compaction(&self) -> bool {
+        self.log_records >= self.config.compact_after_updates
+            || self.log_bytes >= self.config.compact_after_bytes
+    }
+
+    /// Whether the log holds anything since the last snapshot.
+    pub fn has_log(&self) -> bool {
+        self.log_records > 0
+    }
+
+    /// Replaces the snapshot with the current state and drops the log it covers: everything
+    /// below `upto`, or below this actor's own last append. Returns the snapshot's size.
+    pub async fn compact(&mut self, upto: Option<LogPos>) -> Result<u64, DocError> {
+        let started = Instant::now();
+        let Some(snapshot) = self.encode_snapshot() else {
+            return Err(DocError::Unavailable(
+                "yrs could not encode the document's pending updates".into(),
+            ));
+        };
+        let size = snapshot.len() as u64;
+        let upto = upto.unwrap_or(self.next_pos).max(self.next_pos);
+        self.store
+            .compact(&self.name, Bytes::from(snapshot), upto)
+            .await?;
+        tracing::debug!(doc = %self.name, compacted_records = self.log_records,
+            snapshot_bytes = size, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compacted");
+        self.next_pos = upto;
+        self.snapshot_bytes = size;
+        self.log_records = 0;
+        self.log_bytes = 0;
+        Ok(size)
+    }
+
+    /// Removes the document from the store.
+    pub async fn delete(&self) -> Result<bool, StoreError> {
+        self.store.delete(&self.name).await
+    }
+
+    /// `updates` merged into one update (`None` if there are none or yrs cannot merge them).
+    pub fn merge_updates(&self, updates: &[Bytes]) -> Option<Bytes> {
+        match updates {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => match merge_in_rounds(many) {
+                Ok(merged) => Some(Bytes::from(merged)),
+                Err(error) => {
+                    tracing::warn!(doc = %self.name, %error, "could not merge updates");
+                    None
+                }
+            },
+        }
+    }
+
+    /// `updates` as one update frame; if yrs cannot merge them, the whole document state.
+    pub fn merged_update_frame(&self, updates: &[Bytes]) -> Option<Bytes> {
+        if updates.is_empty() {
+            return None;
+        }
+        let merged = self.merge_updates(updates).unwrap_or_else(|| {
+            // Every update decoded on the way in, so this is not expected; fall back to the
+            // state they all produced.
+            Bytes::from(self.encode_diff(&StateVector::default()))
+        });
+        Some(protocol::encode_update(&merged))
+    }
+
+    /// What the document holds beyond `state_vector`, including updates still waiting for their
+    /// dependencies. yrs 0.28 can panic while merging that pending part in (crafted updates leave
+    /// pending state it cannot decode again); a client is then sent the integrated state alone,
+    /// and the pending part stays in storage until its dependencies arrive.
+    pub fn encode_diff(&self, state_vector: &StateVector) -> Vec<u8> {
+        self.try_encode_with_pending(state_vector)
+            .unwrap_or_else(|| {
+                tracing::warn!(doc = %self.name,
+                    "yrs could not encode the document's pending updates; sending the integrated state");
+                let mut encoder = EncoderV1::new();
+                self.doc.transact().encode_diff(state_vector, &mut encoder);
+                encoder.to_vec()
+            })
+    }
+
+    /// The whole state for a snapshot, pending updates included; `None` if yrs cannot encode it
+    /// (see [`Self::encode_diff`]): then the log is kept instead, so nothing is lost.
+    fn encode_snapshot(&self) -> Option<Vec<u8>> {
+        self.try_encode_with_pending(&StateVector::default())
+    }
+
+    /// `encode_state_as_update_v1`, or `None` if yrs panics in it.
+    fn try_encode_with_pending(&self, state_vector: &StateVector) -> Option<Vec<u8>> {
+        let txn = self.doc.transact();
+        catch_unwind(AssertUnwindSafe(|| {
+            txn.encode_state_as_update_v1(state_vector)
+        }))
+        .ok()
+    }
+}
+
+/// Answers an API caller whose update is dropped with its poisoned batch.
+fn refuse(origin: Origin) {
+    if let Origin::Api(reply) = origin {
+        let _ = reply.send(Err(DocError::Unavailable("document reloading".into())));
+    }
+}
+
+fn refuse_all(pending: &mut Pending) {
+    for (_, origin) in pending.drain(..) {
+        refuse(origin);
+    }
+}

@@ -1,0 +1,189 @@
+//! The store conformance suite: every backend runs it from its own tests (feature
+//! `conformance`), so "implements [`DocStore`]" means the same thing for all of them.
+//!
+//! Each run works under a fresh random name prefix, so a backend shared with other tests (a
+//! PostgreSQL database) needs no cleaning first. Failures panic with what was expected.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::contract::DocStore;
+use crate::name::DocName;
+
+/// Runs every check against stores made by `make`. It may return the same shared store each
+/// time (names never repeat between runs); a second call stands for another node sharing it.
+pub async fn run<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn DocStore>>,
+{
+    let prefix = format!("conformance-{}", uuid::Uuid::new_v4().simple());
+    let name = |suffix: &str| DocName::new(&format!("{prefix}/{suffix}")).expect("valid name");
+    let listed = |store: Arc<dyn DocStore>| {
+        let prefix = prefix.clone();
+        async move {
+            let all = store.list().await.expect("list");
+            let mut names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted, "list is in name order");
+            names.retain(|n| n.starts_with(&prefix));
+            (names, all)
+        }
+    };
+
+    // Nothing stored.
+    let store = make().await;
+    let a = name("a");
+    let empty = store.load(&a).await.expect("load");
+    assert!(
+        empty.is_empty() && empty.next_pos == 0,
+        "unknown loads empty"
+    );
+    assert!(!store.exists(&a).await.expect("exists"));
+    store.check().await.expect("check");
+
+    // Appends get consecutive positions, in order.
+    let next = store
+        .append(&a, vec![rec("one"), rec("two")])
+        .await
+        .expect("append");
+    assert_eq!(next, 2, "two records at 0 and 1");
+    assert_eq!(
+        store.append(&a, vec![rec("three")]).await.expect("append"),
+        3
+    );
+    let loaded = store.load(&a).await.expect("load");
+    assert_eq!(positions(&loaded.log), vec![0, 1, 2]);
+    assert_eq!(loaded.log[2].update, rec("three"));
+    assert_eq!(loaded.next_pos, 3);
+    assert!(loaded.snapshot.is_none());
+    assert!(store.exists(&a).await.expect("exists"));
+
+    // Listing.
+    let (names, all) = listed(store.clone()).await;
+    assert_eq!(names, vec![a.to_string()]);
+    let info = all.iter().find(|d| d.name == a.as_str()).expect("listed");
+    assert_eq!(info.size_bytes, 3 + 3 + 5, "size is the bytes stored");
+
+    // Compaction: the snapshot replaces the records below `upto`, atomically.
+    store.compact(&a, rec("snap-2"), 2).await.expect("compact");
+    let compacted = store.load(&a).await.expect("load");
+    assert_eq!(compacted.snapshot, Some(rec("snap-2")));
+    assert_eq!(positions(&compacted.log), vec![2]);
+    assert_eq!(compacted.next_pos, 3);
+    // A compaction that covers less than the stored snapshot changes nothing.
+    store.compact(&a, rec("old"), 1).await.expect("compact");
+    store.compact(&a, rec("old"), 2).await.expect("compact");
+    assert_eq!(store.load(&a).await.expect("load"), compacted);
+    // Up to the end: the log is empty, and positions carry on after it.
+    store.compact(&a, rec("snap-3"), 3).await.expect("compact");
+    let compacted = store.load(&a).await.expect("load");
+    assert!(compacted.log.is_empty());
+    assert_eq!(compacted.next_pos, 3);
+    assert_eq!(
+        store.append(&a, vec![rec("four")]).await.expect("append"),
+        4
+    );
+    let loaded = store.load(&a).await.expect("load");
+    assert_eq!(loaded.snapshot, Some(rec("snap-3")));
+    assert_eq!(positions(&loaded.log), vec![3]);
+    let (_, all) = listed(store.clone()).await;
+    let info = all.iter().find(|d| d.name == a.as_str()).expect("listed");
+    assert_eq!(info.size_bytes, 6 + 4, "size after compaction");
+
+    // Names that extend one another are different documents.
+    let ab = name("ab");
+    let a_b = name("a/b");
+    store.append(&ab, vec![rec("AB")]).await.expect("append");
+    store.append(&a_b, vec![rec("A/B")]).await.expect("append");
+    assert!(store.delete(&a).await.expect("delete"));
+    assert_eq!(store.load(&ab).await.expect("load").log.len(), 1);
+    assert_eq!(store.load(&a_b).await.expect("load").log.len(), 1);
+
+    // Deletion removes everything; positions start over.
+    assert!(store.load(&a).await.expect("load").is_empty());
+    assert!(!store.exists(&a).await.expect("exists"));
+    assert!(!store.delete(&a).await.expect("delete"), "deleting twice");
+    let (names, _) = listed(store.clone()).await;
+    assert_eq!(names, vec![a_b.to_string(), ab.to_string()]);
+    assert_eq!(
+        store.append(&a, vec![rec("again")]).await.expect("append"),
+        1
+    );
+
+    // Creation.
+    let created = name("created");
+    assert!(store.create(&created).await.expect("create"));
+    assert!(store.exists(&created).await.expect("exists"));
+    assert!(store.load(&created).await.expect("load").is_empty());
+    assert!(
+        !store.create(&created).await.expect("create"),
+        "exists already"
+    );
+    assert!(!store.create(&ab).await.expect("create"), "has records");
+    let (names, all) = listed(store.clone()).await;
+    assert!(names.contains(&created.to_string()));
+    let info = all
+        .iter()
+        .find(|d| d.name == created.as_str())
+        .expect("listed");
+    assert_eq!(info.size_bytes, 0);
+    assert!(store.delete(&created).await.expect("delete"));
+    assert!(!store.exists(&created).await.expect("exists"));
+
+    // A large record round-trips unchanged.
+    let big = Bytes::from((0..1_048_576u32).map(|i| i as u8).collect::<Vec<u8>>());
+    let large = name("large");
+    store
+        .append(&large, vec![big.clone()])
+        .await
+        .expect("append");
+    assert_eq!(store.load(&large).await.expect("load").log[0].update, big);
+
+    // Concurrent appends to one document (another store instance: another node) get distinct,
+    // consecutive positions, and the log holds them in position order.
+    let other = make().await;
+    let shared = name("shared");
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let record = Bytes::from(format!("r{i}"));
+            let next = store.append(&shared, vec![record.clone()]).await;
+            (next.expect("append"), record)
+        }));
+    }
+    let mut appended = Vec::new();
+    for task in tasks {
+        appended.push(task.await.expect("append task"));
+    }
+    let loaded = store.load(&shared).await.expect("load");
+    assert_eq!(positions(&loaded.log), (0..20).collect::<Vec<_>>());
+    for (next, record) in appended {
+        assert_eq!(
+            loaded.log[(next - 1) as usize].update,
+            record,
+            "the returned position is where the record is"
+        );
+    }
+
+    for doc in [a, ab, a_b, large, shared] {
+        store.delete(&doc).await.expect("clean up");
+    }
+}
+
+fn rec(text: &str) -> Bytes {
+    Bytes::from(text.to_string())
+}
+
+fn positions(log: &[super::contract::LogEntry]) -> Vec<u64> {
+    log.iter().map(|e| e.pos).collect()
+}

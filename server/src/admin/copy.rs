@@ -1,0 +1,74 @@
+//! One document's whole state out of a store and into another, verified.
+
+use bytes::Bytes;
+use weft_crdt::recovery::{self, Damage, Rebuilt};
+use weft_crdt::store::StoreError;
+use weft_crdt::{DocName, DocStore};
+use yrs::{ReadTxn, StateVector, Transact};
+
+/// Why a document could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// What was written does not read back as what was read.
+    #[error("document {0}: the copy does not hold the same content")]
+    Mismatch(String),
+    /// The destination has content and merging was not asked for.
+    #[error("document {0} already has content in the destination (pass --merge to merge)")]
+    Exists(String),
+}
+
+/// A document's whole state, as one Yjs v1 update.
+pub struct DocState {
+    /// The state (an empty document encodes as two zero bytes).
+    pub state: Vec<u8>,
+    /// Whether the document is empty (created, nothing written).
+    pub empty: bool,
+    /// Stored records left out because they are damaged.
+    pub damage: Vec<Damage>,
+}
+
+/// Reads and rebuilds a document (damaged records are left out and reported).
+pub async fn read(store: &dyn DocStore, name: &DocName) -> Result<DocState, StoreError> {
+    let stored = store.load(name).await?;
+    let Rebuilt { doc, damage } = recovery::rebuild(&stored);
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    // Nothing stored, or nothing but the snapshot of an empty document (two zero bytes).
+    let empty = stored.log.is_empty() && stored.snapshot.as_ref().is_none_or(|s| s.len() <= 2);
+    Ok(DocState {
+        state,
+        empty,
+        damage,
+    })
+}
+
+/// Whether the destination holds content for `name` already.
+pub async fn has_content(store: &dyn DocStore, name: &DocName) -> Result<bool, StoreError> {
+    Ok(!store.load(name).await?.is_empty())
+}
+
+/// Writes `state` as document `name` (created empty, or one record compacted into a snapshot),
+/// then reads it back and checks it holds everything `state` holds.
+pub async fn write(
+    store: &dyn DocStore,
+    name: &DocName,
+    state: &DocState,
+) -> Result<(), CopyError> {
+    if state.empty {
+        store.create(name).await?;
+    } else {
+        let record = Bytes::from(state.state.clone());
+        let upto = store.append(name, vec![record.clone()]).await?;
+        let merged = read(store, name).await?;
+        store.compact(name, Bytes::from(merged.state), upto).await?;
+    }
+    let back = read(store, name).await?;
+    if !store.exists(name).await? || !recovery::covers(&back.state, &state.state) {
+        return Err(CopyError::Mismatch(name.to_string()));
+    }
+    Ok(())
+}

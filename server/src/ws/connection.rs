@@ -1,0 +1,494 @@
+//! One WebSocket connection, served entirely by its HTTP response body.
+//!
+//! actix-web's HTTP/1 dispatcher owns an upgraded connection's socket: it feeds what it reads
+//! into the request payload and polls the response body whenever the socket can take more or
+//! something the body waits on wakes it. [`Connection`] is that body, and it is the whole
+//! connection: it serves one document session per document open on it (y-websocket: exactly
+//! one), speaking the [`WireProtocol`] it was given. Each poll it
+//! - finishes joining documents (nothing is read from the client meanwhile);
+//! - reads the client's frames from the payload (actix-http's WebSocket codec; fragmented
+//!   messages are reassembled), has the protocol decode each message and hands it to its
+//!   document's session; while a document's mailbox is full it stops reading, so the socket
+//!   pushes back on the client;
+//! - answers pings, sends its own every `--ping-interval`, and ends the connection when the
+//!   client has sent nothing for `--client-timeout`;
+//! - writes every frame its documents queued, framed by the protocol, up to 32 KiB per poll.
+//!
+//! So a connection costs one task (the dispatcher's) and one queue per document session, and a
+//! frame from a document reaches the socket in one hand-off. The dispatcher polls the body only
+//! when the socket can take more, so a document's queue fills exactly when the client falls
+//! behind, which is what the actor's coalescing and its slow-client check look at.
+//!
+//! A connection ends with a WebSocket close code and one log line (see [`End`]). Dropping it
+//! tells its documents the sessions left and frees its connection slots.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix_codec::Decoder;
+use actix_http::ws::{CloseCode, Codec, Frame, Item, OpCode, Parser};
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::Payload;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::time::Sleep;
+use weft_crdt::protocol::ClientMessage;
+use weft_crdt::{CloseReason, ConnId, DocError, DocName, Outbox, Session};
+
+use super::close::End;
+use crate::limits::{ConnectionPermit, RateLimiter};
+use crate::state::AppState;
+use crate::wire::{Incoming, SessionEnd, WireProtocol};
+
+/// Most bytes encoded per poll before the buffer is handed to the socket (what one connection
+/// holds in user space beyond its queues; under overload that is per connection, so it stays
+/// small).
+const MAX_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Longest payload of a control frame (RFC 6455, 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// A session joining its document: resolves to its line into the document.
+pub(crate) type Joining = Pin<Box<dyn Future<Output = Result<Session, DocError>>>>;
+
+/// Who connected, logged once the session has joined.
+pub(crate) struct Arrival {
+    /// The client's address.
+    pub addr: String,
+    /// Who authenticated it.
+    pub user: String,
+    /// Whether the session may only read.
+    pub read_only: bool,
+}
+
+/// One document session on a connection.
+pub(crate) struct DocSlot {
+    name: DocName,
+    /// The join in progress, and who is joining (logged once joined).
+    joining: Option<(Joining, Arrival)>,
+    /// Where decoded messages go once joined; dropping it tells the document the session left.
+    session: Option<Session>,
+    /// A decoded message waiting for room in the document's mailbox.
+    waiting: Option<ClientMessage>,
+    /// What the document queued for this session.
+    outbox: Outbox,
+    /// Holds this session's slot under the connection limits.
+    _permit: ConnectionPermit,
+}
+
+impl DocSlot {
+    /// A session joining `name`, whose document queues its frames on `outbox`.
+    pub(crate) fn joining(
+        name: DocName,
+        join: Joining,
+        arrival: Arrival,
+        outbox: Outbox,
+        permit: ConnectionPermit,
+    ) -> Self {
+        DocSlot {
+            name,
+            joining: Some((join, arrival)),
+            session: None,
+            waiting: None,
+            outbox,
+            _permit: permit,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading, writing, pinging.
+    Open,
+    /// Ended: what is buffered (the close frame last) is written, then the body ends.
+    Closing,
+}
+
+/// The response body that serves one WebSocket connection (see the module comment).
+pub struct Connection {
+    state: Arc<AppState>,
+    conn: ConnId,
+    protocol: Box<dyn WireProtocol>,
+    slots: Vec<DocSlot>,
+    /// What the client sends, as the dispatcher reads it.
+    payload: Payload,
+    codec: Codec,
+    /// Received bytes not yet decoded into frames (released when empty).
+    read_buf: BytesMut,
+    /// The fragments of a message sent in several frames, so far.
+    fragments: Option<BytesMut>,
+    /// Encoded frames for the socket, handed to the dispatcher at the end of each poll.
+    write_buf: BytesMut,
+    ping: Pin<Box<Sleep>>,
+    last_heard: Instant,
+    rate: RateLimiter,
+    phase: Phase,
+    /// Whether the end has been logged (it is logged once).
+    ended: bool,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+}
+
+impl Connection {
+    /// Serves connection `conn`, speaking `protocol`, with `slots` joining their documents.
+    pub(crate) fn new(
+        state: Arc<AppState>,
+        conn: ConnId,
+        protocol: Box<dyn WireProtocol>,
+        slots: Vec<DocSlot>,
+        payload: Payload,
+    ) -> Self {
+        let max = state.config.max_message_bytes;
+        let period = state.config.ping_interval;
+        let rate = RateLimiter::new(state.config.max_messages_per_second);
+        Connection {
+            state,
+            conn,
+            protocol,
+            slots,
+            payload,
+            codec: Codec::new().max_size(max),
+            read_buf: BytesMut::new(),
+            fragments: None,
+            write_buf: BytesMut::new(),
+            // The first ping is one period away.
+            ping: Box::pin(tokio::time::sleep(period)),
+            last_heard: Instant::now(),
+            rate,
+            phase: Phase::Open,
+            ended: false,
+            bytes_in: metrics::counter!("weft_bytes_in_total"),
+            bytes_out: metrics::counter!("weft_bytes_out_total"),
+        }
+    }
+
+    /// The documents open on this connection, for log lines.
+    fn docs(&self) -> String {
+        let names: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+        names.join(",")
+    }
+
+    /// Ends the connection: logs why, queues the close frame (if any) behind what is buffered,
+    /// and stops reading and taking frames from the documents.
+    fn end(&mut self, end: End) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.fragments = None;
+        for slot in &mut self.slots {
+            slot.waiting = None;
+            slot.outbox.close();
+        }
+        end.log(self.conn, &self.docs());
+        self.ended = true;
+        end.write_close(&mut self.write_buf);
+    }
+
+    /// A document's session ended for `reason`: the protocol says what that means.
+    fn session_ended(&mut self, index: usize, reason: CloseReason) {
+        let name = self.slots[index].name.clone();
+        match self.protocol.session_ended(&name, &reason) {
+            SessionEnd::Connection => self.end(End::from_doc(reason)),
+            SessionEnd::Session(frame) => {
+                tracing::info!(doc = %name, conn = %self.conn, reason = ?reason, "document session ended");
+                self.slots.remove(index);
+                if let Some(frame) = frame {
+                    Parser::write_message(&mut self.write_buf, &frame, OpCode::Binary, true, false);
+                }
+            }
+        }
+    }
+
+    /// Finishes joining documents; ready once none is joining any more.
+    fn poll_joins(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut joining = false;
+        let mut index = 0;
+        while index < self.slots.len() && self.phase == Phase::Open {
+            let slot = &mut self.slots[index];
+            let Some((join, _)) = slot.joining.as_mut() else {
+                index += 1;
+                continue;
+            };
+            let Poll::Ready(joined) = join.as_mut().poll(cx) else {
+                joining = true;
+                index += 1;
+                continue;
+            };
+            let Some((_, arrival)) = slot.joining.take() else {
+                continue;
+            };
+            match joined {
+                Ok(session) => {
+                    tracing::info!(doc = %slot.name, conn = %self.conn, peer = %arrival.addr,
+                        user = %arrival.user, read_only = arrival.read_only,
+                        protocol = self.protocol.name(), "client connected");
+                    slot.session = Some(session);
+                    index += 1;
+                }
+                Err(error) => {
+                    let name = slot.name.clone();
+                    if let SessionEnd::Connection = self
+                        .protocol
+                        .session_ended(&name, &CloseReason::Unavailable(error.to_string()))
+                    {
+                        self.end(End::join_failed(&error));
+                    } else {
+                        self.slots.remove(index);
+                    }
+                }
+            }
+        }
+        if joining {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    /// Sends a ping when one is due, or ends the connection if the client has been silent for
+    /// too long.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) {
+        while self.ping.as_mut().poll(cx).is_ready() {
+            if self.last_heard.elapsed() > self.state.config.client_timeout {
+                self.end(End::Closed(
+                    CloseCode::Away,
+                    "client timed out (no pong)".into(),
+                ));
+                return;
+            }
+            Parser::write_message(&mut self.write_buf, b"", OpCode::Ping, true, false);
+            let next = tokio::time::Instant::now() + self.state.config.ping_interval;
+            self.ping.as_mut().reset(next);
+        }
+    }
+
+    /// Hands waiting messages to their documents; false while one must wait for room.
+    fn flush_waiting(&mut self, cx: &mut Context<'_>) -> bool {
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            let (Some(session), Some(message)) = (slot.session.as_mut(), slot.waiting.take())
+            else {
+                continue;
+            };
+            match session.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if session.send(message).is_err() {
+                        self.session_ended(index, document_stopped());
+                        return false;
+                    }
+                }
+                Poll::Ready(Err(_)) => {
+                    self.session_ended(index, document_stopped());
+                    return false;
+                }
+                Poll::Pending => {
+                    // Read no further until the document takes this one.
+                    slot.waiting = Some(message);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads and handles what the client sent, until the payload has nothing more, a mailbox
+    /// is full, or the connection ends.
+    fn poll_incoming(&mut self, cx: &mut Context<'_>) {
+        while self.phase == Phase::Open {
+            if !self.flush_waiting(cx) {
+                return;
+            }
+            match self.codec.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => {
+                    self.on_frame(frame);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let max = self.state.config.max_message_bytes;
+                    return self.end(End::protocol_error(error, max));
+                }
+            }
+            match Pin::new(&mut self.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    self.last_heard = Instant::now();
+                    self.read_buf.extend_from_slice(&bytes);
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return self.end(End::ClientGone),
+                Poll::Pending => {
+                    if self.read_buf.is_empty() {
+                        // An idle connection keeps no read buffer.
+                        self.read_buf = BytesMut::new();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Binary(message) => self.on_message(message),
+            Frame::Continuation(Item::FirstBinary(first)) => {
+                let max = self.state.config.max_message_bytes;
+                if first.len() > max {
+                    return self.end(End::too_large(max));
+                }
+                self.fragments = Some(BytesMut::from(&first[..]));
+            }
+            Frame::Continuation(Item::Continue(more)) => self.add_fragment(&more),
+            Frame::Continuation(Item::Last(last)) => {
+                self.add_fragment(&last);
+                if let Some(message) = self.fragments.take() {
+                    self.on_message(message.freeze());
+                }
+            }
+            Frame::Text(_) | Frame::Continuation(Item::FirstText(_)) => self.end(End::Closed(
+                CloseCode::Unsupported,
+                "text frames are not part of the protocol".into(),
+            )),
+            Frame::Ping(payload) => {
+                let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+                Parser::write_message(&mut self.write_buf, payload, OpCode::Pong, true, false);
+            }
+            Frame::Pong(_) => {}
+            Frame::Close(_) => self.end(End::ClientClosed),
+        }
+    }
+
+    fn add_fragment(&mut self, more: &[u8]) {
+        let max = self.state.config.max_message_bytes;
+        let Some(fragments) = self.fragments.as_mut() else {
+            // The codec refuses a continuation that continues nothing; be safe anyway.
+            return self.end(End::Closed(
+                CloseCode::Protocol,
+                "continuation frame without a message to continue".into(),
+            ));
+        };
+        if fragments.len() + more.len() > max {
+            return self.end(End::too_large(max));
+        }
+        fragments.extend_from_slice(more);
+    }
+
+    /// One complete binary message: rate-checked, decoded, and queued for its document.
+    fn on_message(&mut self, message: Bytes) {
+        self.bytes_in.increment(message.len() as u64);
+        if !self.rate.allow() {
+            let limit = self.state.config.max_messages_per_second;
+            return self.end(End::Closed(
+                CloseCode::Policy,
+                format!("over {limit} messages per second"),
+            ));
+        }
+        match self.protocol.decode(message) {
+            Ok(Incoming::Message { doc, message }) => {
+                let slot = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.name == doc && s.session.is_some());
+                match slot {
+                    Some(slot) => slot.waiting = Some(message),
+                    None => self.end(End::Closed(
+                        CloseCode::Invalid,
+                        format!("document {doc} is not open on this connection"),
+                    )),
+                }
+            }
+            Err(error) => self.end(End::Closed(CloseCode::Invalid, error.to_string())),
+        }
+    }
+
+    /// Encodes the frames the documents queued, up to [`MAX_CHUNK_BYTES`], taking from each
+    /// document in turn.
+    fn poll_queues(&mut self, cx: &mut Context<'_>) {
+        let mut ended: Option<(usize, CloseReason)> = None;
+        let mut progress = true;
+        while progress && self.write_buf.len() < MAX_CHUNK_BYTES && ended.is_none() {
+            progress = false;
+            for (index, slot) in self.slots.iter_mut().enumerate() {
+                if slot.session.is_none() {
+                    continue;
+                }
+                match slot.outbox.poll_recv(cx) {
+                    Poll::Ready(Some(frame)) => {
+                        let frame = self.protocol.frame(&slot.name, frame);
+                        self.bytes_out.increment(frame.len() as u64);
+                        Parser::write_message(
+                            &mut self.write_buf,
+                            &frame,
+                            OpCode::Binary,
+                            true,
+                            false,
+                        );
+                        progress = true;
+                    }
+                    Poll::Ready(None) => {
+                        // The document let go of the session: it says why (a session it never
+                        // registered, or one it dropped without a word, could not go on).
+                        let reason = slot.outbox.end_reason().unwrap_or_else(document_stopped);
+                        ended = Some((index, reason));
+                        break;
+                    }
+                    Poll::Pending => {}
+                }
+                if self.write_buf.len() >= MAX_CHUNK_BYTES {
+                    break;
+                }
+            }
+        }
+        if let Some((index, reason)) = ended {
+            self.session_ended(index, reason);
+        }
+    }
+}
+
+impl MessageBody for Connection {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.phase == Phase::Open && this.poll_joins(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if this.phase == Phase::Open {
+            this.poll_ping(cx);
+            this.poll_incoming(cx);
+            this.poll_queues(cx);
+        }
+        if !this.write_buf.is_empty() {
+            return Poll::Ready(Some(Ok(this.write_buf.split().freeze())));
+        }
+        match this.phase {
+            Phase::Open => Poll::Pending,
+            Phase::Closing => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The dispatcher drops the body when the socket fails or closes under it. (A session
+        // dropped while joining has nothing to log: it never connected.)
+        let joined = self.slots.iter().any(|s| s.session.is_some());
+        if !self.ended && joined {
+            End::ClientGone.log(self.conn, &self.docs());
+        }
+    }
+}
+
+fn document_stopped() -> CloseReason {
+    CloseReason::Unavailable("document stopped".into())
+}
