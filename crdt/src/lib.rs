@@ -27,7 +27,7 @@
 //! - [`recovery`]: rebuilding documents from stored records (damaged ones left out), catching a
 //!   live document up with its store, checking a whole store (`weft fsck`).
 //! - [`config`]: compaction thresholds, idle unload, mailbox and batch sizes, pacing.
-//! - [`error`]: [`DocError`].
+//! - [`error`]: what a document operation can end with ([`DocError`]).
 
 mod actor;
 mod command;

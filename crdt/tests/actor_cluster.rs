@@ -94,16 +94,22 @@ async fn a_damaged_record_met_on_resync_is_left_out_whole() {
         fake.inbox("resync").deliver(RemoteEvent::Resync),
         Delivered::Queued
     );
-    let state = h
+    // Nothing of it anywhere in the document, pending updates included.
+    let (integrated, encoded) = h
         .registry
-        .read(&name("resync"), |doc| doc.transact().state_vector())
+        .read(&name("resync"), |doc| {
+            let txn = doc.transact();
+            let full = txn.encode_state_as_update_v1(&yrs::StateVector::default());
+            let encoded = yrs::Update::decode_v1(&full)
+                .expect("decodes")
+                .state_vector();
+            (txn.state_vector(), encoded)
+        })
         .await
         .expect("read");
-    assert_eq!(
-        state.get(&yrs::ClientID::new(69)),
-        0,
-        "half of the rejected record"
-    );
+    let client = yrs::ClientID::new(69);
+    assert_eq!(integrated.get(&client), 0, "half of the rejected record");
+    assert_eq!(encoded.get(&client), 0, "half of the rejected record");
     // The session carries on.
     local.type_text("more ").await;
     local.sync().await;

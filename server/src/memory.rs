@@ -24,6 +24,7 @@ pub fn spawn_trimmer(registry: Registry, mut shutdown: watch::Receiver<bool>) {
             if now < last {
                 // malloc_trim walks every arena; off the async workers.
                 let _ = tokio::task::spawn_blocking(trim).await;
+                metrics::counter!("weft_memory_trims_total").increment(1);
             }
             last = now;
         }

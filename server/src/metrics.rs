@@ -80,6 +80,10 @@ fn describe() {
         "Connections refused before the upgrade"
     );
     describe_counter!("weft_webhooks_total", "Webhook deliveries by result");
+    describe_counter!(
+        "weft_memory_trims_total",
+        "Times freed memory was returned to the OS after documents unloaded"
+    );
 }
 
 /// `GET /metrics`: Prometheus text format.

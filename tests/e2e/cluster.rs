@@ -45,7 +45,9 @@ async fn compaction_never_drops_another_nodes_updates() {
         config.store = postgres_url();
         config.redis = Some(redis.clone());
         config.redis_prefix = prefix.clone();
+        // Compact after every few records or bytes (a burst of edits is one record).
         config.compact_after_updates = 3;
+        config.compact_after_bytes = 200;
         nodes.push((spawn_app(config).await, dir));
     }
     let doc = unique("race");
@@ -56,6 +58,17 @@ async fn compaction_never_drops_another_nodes_updates() {
     for i in 0..40 {
         for (w, writer) in writers.iter_mut().enumerate() {
             writer.insert(0, &format!("<{w}:{i}>")).await;
+        }
+        // Now and then, let the edits so far arrive everywhere, so that there are many
+        // appends and compactions rather than one burst.
+        if i % 8 == 7 {
+            let done = |w: usize| format!("<{w}:{i}>");
+            writers[0]
+                .pump_until("the other's edit", |c| c.text().contains(&done(1)))
+                .await;
+            writers[1]
+                .pump_until("the other's edit", |c| c.text().contains(&done(0)))
+                .await;
         }
     }
     let expected: Vec<String> = (0..40)
@@ -205,10 +218,18 @@ async fn nodes_catch_up_after_redis_restarts() {
     .await;
 
     let port = redis.port;
+    let failures = metric(&a.addr.to_string(), "weft_fanout_publish_failures_total").await;
     redis.kill();
     on_a.insert(0, "during;").await;
-    // Longer than the publisher retries: the edit is never published, only stored.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Until the publisher gives up on it: the edit is never published, only stored.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&a.addr.to_string(), "weft_fanout_publish_failures_total").await <= failures {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing never gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut redis = PrivateRedis::start(port);
     redis.wait_ready().await;
     on_b.pump_until("the outage's edit after the resync", |c| {

@@ -132,3 +132,28 @@ async fn tokens_signed_by_a_backend_key_are_verified_with_the_public_key() {
     );
     app.stop().await;
 }
+
+/// The test harness itself: a server that cannot start fails the test at once with the reason
+/// (it used to retry any error for about five seconds, hiding it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_start_says_why_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.store = "bogus".into();
+    let started = std::time::Instant::now();
+    let outcome = tokio::spawn(spawn_app(config)).await;
+    let Err(failure) = outcome else {
+        panic!("the server started with --store bogus");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let message = failure
+        .into_panic()
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(message.contains("--store must be"), "{message}");
+}

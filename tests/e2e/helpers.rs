@@ -36,16 +36,18 @@ pub fn test_config(data_dir: &Path) -> ServerConfig {
     config
 }
 
-/// Starts a server; retries while a previous server on the same dir still holds sled's lock.
+/// Starts a server; retries while a previous server on the same dir still holds sled's lock
+/// (and only then: any other start-up error fails the test at once).
 pub async fn spawn_app(config: ServerConfig) -> TestApp {
-    let mut tries = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
     let app = loop {
         match Application::build(config.clone()).await {
             Ok(app) => break app,
-            Err(error) if tries < 100 => {
-                tries += 1;
-                let _ = error;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(error) => panic!("server did not start: {error}"),
         }

@@ -33,8 +33,14 @@ async fn updates_with_missing_dependencies_wait_instead_of_failing() {
     sender
         .send(weft_crdt::protocol::encode_update(&second).to_vec())
         .await;
-    // The server keeps it pending: nobody is disconnected, nothing is visible yet.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the sender's next request is answered, the document has handled the update (one
+    // mailbox, in order): it keeps it pending; nobody is disconnected, nothing is visible yet.
+    sender.synced = false;
+    let sv = sender.doc.transact().state_vector();
+    sender
+        .send(weft_crdt::protocol::encode_sync_step1(&sv).to_vec())
+        .await;
+    sender.pump_until("the answer", |c| c.synced).await;
     let early = TestClient::connect_synced(&app.ws_url("deps")).await;
     assert_eq!(early.text(), "");
     sender

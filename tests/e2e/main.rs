@@ -15,3 +15,4 @@ mod load_smoke;
 mod persistence;
 mod soak;
 mod sync;
+mod tools;

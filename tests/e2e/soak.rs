@@ -120,6 +120,19 @@ async fn wait_until_idle(addr: &str) {
     }
 }
 
+/// Waits until the server has returned freed memory to the OS once more (it does within 5 s of
+/// documents unloading).
+async fn wait_for_trim(addr: &str, trims_before: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(addr, "weft_memory_trims_total").await <= trims_before {
+        assert!(
+            Instant::now() < deadline,
+            "freed memory never returned to the OS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_to_baseline_after_churn() {
     let secs: u64 = std::env::var("WEFT_SOAK_SECS")
@@ -138,16 +151,18 @@ async fn memory_returns_to_baseline_after_churn() {
     // Warm-up as long as the measured run, so allocator pools and the store's page cache are at
     // their working size: what remains after the second run on top of the first is a leak.
     // (The server returns freed memory to the OS within 5 s of documents unloading.)
+    let trims = metric(&addr, "weft_memory_trims_total").await;
     let warm = churn(&addr, Instant::now() + Duration::from_secs(secs / 2)).await;
     wait_until_idle(&addr).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for_trim(&addr, trims).await;
     let baseline = rss_kib(pid);
     let stored_before = stored_kib(&addr).await;
 
+    let trims = metric(&addr, "weft_memory_trims_total").await;
     let sessions = churn(&addr, Instant::now() + Duration::from_secs(secs / 2)).await;
     let peak = rss_kib(pid);
     wait_until_idle(&addr).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for_trim(&addr, trims).await;
     let after = rss_kib(pid);
     let stored_after = stored_kib(&addr).await;
     println!(

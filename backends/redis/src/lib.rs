@@ -1,6 +1,10 @@
 //! Weft's cluster fan-out over Redis Streams: [`RedisFanout`], implementing
 //! `weft_crdt::fanout::Fanout`.
 //!
+//! # Layout
+//! One file: the fan-out, its publisher, reader and heartbeat tasks.
+//!
+//! # In Redis
 //! Keys (under a configurable prefix, `weft:` by default):
 //! - `doc:<name>`: a stream per document. Each entry is `n` (publishing node id, 16 bytes),
 //!   `k` (`m` = a y-protocols message, `x` = the document was deleted) and `d` (the message).
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
@@ -106,7 +110,18 @@ impl RedisFanout {
     /// heartbeat tasks on the current tokio runtime.
     pub async fn connect(config: RedisFanoutConfig) -> Result<Self, FanoutError> {
         let client = redis::Client::open(config.url.as_str()).map_err(redis_error)?;
-        let commands = client.get_connection_manager().await.map_err(redis_error)?;
+        // A command fails within about a second while Redis is away (the default reconnects six
+        // times with backoff, about 9 s, and the publisher's own retries on top of that), so
+        // publishing gives up after a few seconds and the other nodes resync from the store.
+        let manager = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let commands = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(redis_error)?;
         let shared = Arc::new(Shared {
             node: Uuid::new_v4(),
             config,

@@ -1,9 +1,11 @@
 //! Weft's default store: documents in an embedded sled database, with group commit.
 //!
-//! One file, [`SledStore`], implementing `weft_crdt::DocStore` (its conformance suite runs in
-//! `tests/conformance.rs`).
+//! # Layout
+//! One file: [`SledStore`], implementing `weft_crdt::DocStore` (its conformance suite runs in
+//! `tests/conformance.rs`), and its writer thread.
 //!
-//! Layout (two trees):
+//! # On disk
+//! Two trees:
 //! - `docs`: key `u16 BE name length | name | tag`, where tag `0` is the snapshot (value:
 //!   `format byte | upto u64 BE | v1 update`, where `upto` is the log position the snapshot covers
 //!   up to) and tag `1 | position u64 BE` is a log record (value: the v1 update). The length prefix means no name's keys can fall inside another's range.

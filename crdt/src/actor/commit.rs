@@ -24,18 +24,6 @@ pub(super) struct Sealed {
 }
 
 impl Sealed {
-    /// A batch that stores nothing (e.g. only presence, or updates already stored by another
-    /// node); `Err` gives it back if it has updates of its own after all.
-    pub fn without_updates(out: Outgoing) -> Result<Sealed, Outgoing> {
-        if out.has_updates() {
-            return Err(out);
-        }
-        Ok(Sealed {
-            out,
-            local_update: None,
-        })
-    }
-
     /// What the batch produced, and its updates as one (stored) update.
     pub fn into_parts(self) -> (Outgoing, Option<Bytes>) {
         (self.out, self.local_update)
@@ -57,11 +45,14 @@ pub(super) async fn commit(
     doc: &mut DurableDoc,
     hooks: &Hooks,
     out: Outgoing,
-) -> Result<Sealed, (StoreError, Outgoing)> {
-    let out = match Sealed::without_updates(out) {
-        Ok(sealed) => return Ok(sealed),
-        Err(out) => out,
-    };
+) -> Result<Sealed, Box<(StoreError, Outgoing)>> {
+    if !out.has_updates() {
+        // Nothing to store (only presence, answers, or updates another node stored).
+        return Ok(Sealed {
+            out,
+            local_update: None,
+        });
+    }
     // The whole batch is one log record: one key to write instead of one per update (the
     // store's cost is per record), and the same bytes the broadcast frame carries.
     let merged = doc.merge_updates(&out.updates);
@@ -72,7 +63,7 @@ pub(super) async fn commit(
     let started = Instant::now();
     let position = match doc.append(records.clone()).await {
         Ok(position) => position,
-        Err(error) => return Err((error, out)),
+        Err(error) => return Err(Box::new((error, out))),
     };
     let sessions: Vec<_> = out.update_sources.iter().copied().collect();
     let change = Change {

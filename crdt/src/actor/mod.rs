@@ -296,7 +296,8 @@ impl DocActor {
             self.presence.merge_relays(&mut out);
             let sealed = match commit(&mut self.doc, &self.hooks, out).await {
                 Ok(sealed) => sealed,
-                Err((error, out)) => {
+                Err(failed) => {
+                    let (error, out) = *failed;
                     tracing::error!(doc = %self.name, %error, "append failed; stopping the document");
                     for reply in out.api_replies.into_iter().chain(out.read_replies) {
                         let _ = reply.send(Err(DocError::Unavailable(error.to_string())));

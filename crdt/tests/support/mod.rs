@@ -186,7 +186,13 @@ impl Client {
             .await
             .expect("a frame in time")?;
         let message = protocol::decode_client_message(frame).expect("a valid frame");
-        if let ClientMessage::Update(update) = &message {
+        self.take(&message);
+        Some(message)
+    }
+
+    /// Applies what a received message carries.
+    fn take(&mut self, message: &ClientMessage) {
+        if let ClientMessage::Update(update) = message {
             self.update_frames += 1;
             let decoded = Update::decode_v1(&update.bytes).expect("decodes");
             self.doc
@@ -194,7 +200,6 @@ impl Client {
                 .apply_update(decoded)
                 .expect("applies");
         }
-        Some(message)
     }
 
     /// Reads frames until `done` holds (panics if the session ends first).
@@ -225,13 +230,8 @@ impl Client {
         let mut taken = 0;
         while let Some(frame) = self.outbox.try_recv() {
             taken += 1;
-            if let Ok(ClientMessage::Update(update)) = protocol::decode_client_message(frame) {
-                self.update_frames += 1;
-                let decoded = Update::decode_v1(&update.bytes).expect("decodes");
-                self.doc
-                    .transact_mut()
-                    .apply_update(decoded)
-                    .expect("applies");
+            if let Ok(message) = protocol::decode_client_message(frame) {
+                self.take(&message);
             }
         }
         taken
