@@ -230,37 +230,38 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let app = Application::build(config)
         .await
         .context("starting the server")?;
+    let stop = stop_signal();
     tracing::info!(addr = %app.addr(), %store, cluster, "weft listening on http://{}", app.addr());
-    app.run_until_stopped(stop_signal())
+    app.run_until_stopped(stop)
         .await
         .context("running the server")?;
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed when this is called (not
+/// when the future is first polled), so a signal that arrives right after start-up is not lost.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+                tracing::error!("cannot listen for SIGINT and SIGTERM");
+                return std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = terminate => tracing::info!("SIGTERM received"),
+        tracing::info!("SIGINT received");
     }
 }

@@ -27,6 +27,10 @@ pub struct DocConfig {
     /// sends fewer, larger frames; an update arriving later than that goes out at once (zero:
     /// off).
     pub broadcast_pace: Duration,
+    /// Largest awareness state (its JSON) one client may set, in bytes.
+    pub max_awareness_bytes: usize,
+    /// Most awareness client ids one session may own at once.
+    pub max_awareness_clients: usize,
 }
 
 impl Default for DocConfig {
@@ -40,6 +44,8 @@ impl Default for DocConfig {
             max_doc_bytes: 256 * 1024 * 1024,
             coalesce_max: Duration::from_millis(5),
             broadcast_pace: Duration::from_micros(15),
+            max_awareness_bytes: 64 * 1024,
+            max_awareness_clients: 16,
         }
     }
 }

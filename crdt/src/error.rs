@@ -20,4 +20,7 @@ pub enum DocError {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The document was deleted (and not created again since).
+    #[error("document was deleted")]
+    Deleted,
 }

@@ -144,25 +144,30 @@ fn decode_unguarded(frame: &[u8]) -> Result<Decoded, ProtocolError> {
 const MIN_UPDATE_ENTRY_BYTES: usize = 3;
 
 fn decode_update(payload: &[u8], is_sync_step2: bool) -> Result<IncomingUpdate, ProtocolError> {
-    check_entry_count(payload, MIN_UPDATE_ENTRY_BYTES, "update")?;
-    let update =
-        Update::decode_v1(payload).map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))?;
     Ok(IncomingUpdate {
+        update: decode_update_checked(payload)?,
         bytes: Bytes::copy_from_slice(payload),
-        update,
         is_sync_step2,
     })
 }
 
-/// Decodes a bare v1 update (not wrapped in a message), e.g. one posted to the HTTP API.
+/// Every decode of a client's update goes through here: its entry count is checked before yrs
+/// reserves room for it.
+fn decode_update_checked(payload: &[u8]) -> Result<Update, ProtocolError> {
+    check_entry_count(payload, MIN_UPDATE_ENTRY_BYTES, "update")?;
+    Update::decode_v1(payload).map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))
+}
+
+/// Decodes a bare v1 update (not wrapped in a message), e.g. one posted to the HTTP API, with
+/// the same checks as an update in a message.
 pub fn decode_bare_update(bytes: Bytes) -> Result<IncomingUpdate, ProtocolError> {
-    match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(&bytes))) {
+    match catch_unwind(AssertUnwindSafe(|| decode_update_checked(&bytes))) {
         Ok(Ok(update)) => Ok(IncomingUpdate {
             bytes,
             update,
             is_sync_step2: false,
         }),
-        Ok(Err(error)) => Err(ProtocolError::InvalidUpdate(error.to_string())),
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(ProtocolError::DecoderPanic),
     }
 }
@@ -347,6 +352,17 @@ mod tests {
         ];
         assert!(matches!(
             decode_client_message(Bytes::copy_from_slice(&frame)).unwrap_err(),
+            ProtocolError::Malformed(_)
+        ));
+    }
+
+    /// A 5-byte update claiming 2^28 clients made yrs reserve half a gigabyte before it was
+    /// refused, through the HTTP path, which skipped the entry-count check.
+    #[test]
+    fn a_bare_update_goes_through_the_same_checks() {
+        let body = Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(matches!(
+            decode_bare_update(body).unwrap_err(),
             ProtocolError::Malformed(_)
         ));
     }

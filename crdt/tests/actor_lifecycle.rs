@@ -159,8 +159,8 @@ impl DocStore for PanickingStore {
     async fn create(&self, _doc: &DocName) -> Result<bool, StoreError> {
         Ok(true)
     }
-    async fn exists(&self, _doc: &DocName) -> Result<bool, StoreError> {
-        Ok(false)
+    async fn status(&self, _doc: &DocName) -> Result<weft_crdt::store::DocStatus, StoreError> {
+        Ok(weft_crdt::store::DocStatus::Absent)
     }
     async fn delete(&self, _doc: &DocName) -> Result<bool, StoreError> {
         Ok(false)

@@ -5,15 +5,21 @@
 //! | method and path | needs | answer |
 //! |---|---|---|
 //! | `GET /api/docs` | read | `[{name, sizeBytes, updatedAt}]` (only documents the token covers) |
-//! | `PUT /api/docs/{name}` | write | 201, or 409 if it exists |
-//! | `DELETE /api/docs/{name}` | write | 204 (clients are disconnected), or 404 |
+//! | `PUT /api/docs/{name}` | write | 201 (also for a deleted document: it comes back, empty), or 409 if it exists |
+//! | `DELETE /api/docs/{name}` | write | 204 (clients are disconnected; it stays deleted), or 404 |
 //! | `GET /api/docs/{name}/update` | read | the full state, a binary Yjs v1 update |
-//! | `POST /api/docs/{name}/update` | write | 204 once stored and broadcast; 400 if not an update |
+//! | `POST /api/docs/{name}/update` | write | 204 once stored and broadcast; 400 if not an update; 410 if deleted |
 //! | `GET /api/docs/{name}/json` | read | the root types rendered as JSON |
+//!
+//! Writes from a web page of another origin are refused (403, see `origin`). A request's body is
+//! read only once the request is authorised, at most `--max-message-bytes` of it, within
+//! `--body-timeout`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use serde::Serialize;
+use weft_crdt::store::DocStatus;
 use yrs::types::ToJson;
 use yrs::{
     Any, Array, ArrayRef, GetString, Map, MapRef, Out, ReadTxn, StateVector, TextRef, Transact,
@@ -38,7 +44,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Validates the document name of the path and checks the request may use it with `needed`.
+/// Validates the document name of the path and checks the request may use it with `needed`
+/// (a write also needs an allowed origin).
 fn authorized_doc(
     req: &HttpRequest,
     path: &str,
@@ -46,8 +53,43 @@ fn authorized_doc(
     needed: Permission,
 ) -> Result<DocName, ApiError> {
     let name = DocName::new(path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if needed == Permission::Write {
+        state.origins.check(req)?;
+    }
     auth::authorize(state.auth.as_ref(), req, Some(&name), needed)?;
     Ok(name)
+}
+
+/// Reads a request's body (after it was authorised): at most `limit` bytes, within `timeout`.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("the body is over {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::Timeout("the body took too long to arrive".into()))?
 }
 
 /// One entry of `GET /api/docs`.
@@ -89,6 +131,7 @@ async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = authorized_doc(&req, &path, &state, Permission::Write)?;
+    // A deleted document is created again (empty); a loaded one exists.
     let created = !state.registry.is_loaded(&name)
         && state
             .registry
@@ -111,11 +154,18 @@ async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = authorized_doc(&req, &path, &state, Permission::Write)?;
-    if state.registry.delete(&name).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound(format!("no document {name}")))
+    // Nothing to delete (and no tombstone to leave) unless it is stored or open somewhere here.
+    let status = state
+        .registry
+        .store()
+        .status(&name)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if status != DocStatus::Exists && !state.registry.is_loaded(&name) {
+        return Err(ApiError::NotFound(format!("no document {name}")));
     }
+    state.registry.delete(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// 404 unless the document is stored or loaded, so reads never create documents.
@@ -124,9 +174,10 @@ async fn require_existing(state: &AppState, name: &DocName) -> Result<(), ApiErr
         || state
             .registry
             .store()
-            .exists(name)
+            .status(name)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            == DocStatus::Exists;
     if exists {
         Ok(())
     } else {
@@ -156,17 +207,32 @@ async fn get_update(
 async fn post_update(
     req: HttpRequest,
     path: web::Path<String>,
-    body: Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = authorized_doc(&req, &path, &state, Permission::Write)?;
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(ip) = ip {
+        state.limits.check_penalty(ip)?;
+    }
+    let config = &state.config;
+    let body = read_body(&req, payload, config.max_message_bytes, config.body_timeout).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "the body must be a binary Yjs update".into(),
         ));
     }
-    state.registry.apply_update(&name, body).await?;
-    Ok(HttpResponse::NoContent().finish())
+    match state.registry.apply_update(&name, body).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(error @ weft_crdt::DocError::Refused(_)) => {
+            // Counted against the address, as an invalid WebSocket message is.
+            if let Some(ip) = ip {
+                state.limits.penalize(ip);
+            }
+            Err(error.into())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn get_json(

@@ -3,8 +3,11 @@
 //! Off unless a secret or public key is configured. A token is a standard JWT (HS256 with the
 //! shared secret, or ES256/RS256 verified with a public key) with the claims `sub` (user),
 //! `doc` (a document name, a prefix pattern such as `org-42/*`, or `*`), `perm` (`read` or
-//! `write`) and `exp`. Clients pass it as `?token=` on the WebSocket URL (y-websocket's `params`
-//! option) or as `Authorization: Bearer <token>`. Token values are never logged.
+//! `write`) and `exp`, optionally `nbf` and `aud`. `exp` is strict (an open connection ends at
+//! it); `nbf` allows [`NBF_SKEW_SECS`] of clock skew; `aud` is checked when `--auth-audience` is
+//! set. Clients pass the token as `?token=` on the WebSocket URL (y-websocket's `params` option)
+//! or as `Authorization: Bearer <token>`. Token values are never logged, and what a refusal's
+//! reason quotes of a token is escaped.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +35,21 @@ pub struct AuthConfig {
     /// signs; turns auth on. May be combined with a secret.
     #[arg(long, env = "WEFT_AUTH_PUBLIC_KEY")]
     pub auth_public_key: Option<PathBuf>,
+
+    /// The audience tokens must name in their `aud` claim (not checked when unset).
+    #[arg(long, env = "WEFT_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Refuse tokens whose `exp` lies further ahead than this (e.g. `30d`); unset: no limit.
+    #[arg(long, env = "WEFT_AUTH_MAX_TOKEN_LIFETIME", value_parser = humantime::parse_duration)]
+    pub auth_max_token_lifetime: Option<Duration>,
 }
+
+/// Clock skew allowed on `nbf` (a token issued by a clock slightly ahead is not refused).
+pub const NBF_SKEW_SECS: u64 = 5;
+
+/// A shared secret shorter than this is warned about (HS256 wants at least 256 bits).
+const MIN_SECRET_BYTES: usize = 32;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,6 +83,9 @@ pub struct Claims {
     pub perm: Permission,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 impl Claims {
@@ -112,6 +132,7 @@ pub enum AuthSetupError {
 pub struct Authenticator {
     verifiers: Vec<(DecodingKey, Validation)>,
     signer: Option<EncodingKey>,
+    max_lifetime: Option<Duration>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -122,12 +143,29 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-fn validation(algorithms: &[Algorithm]) -> Validation {
+fn validation(algorithms: &[Algorithm], audience: Option<&str>) -> Validation {
     let mut validation = Validation::new(algorithms[0]);
     validation.algorithms = algorithms.to_vec();
-    validation.leeway = 5;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // `exp` is strict; `nbf` is checked by `verify`, with some skew allowed.
+    validation.leeway = 0;
+    validation.validate_nbf = false;
+    match audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        }
+        None => {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+        }
+    }
     validation
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Authenticator {
@@ -148,13 +186,18 @@ impl Authenticator {
             ),
             (None, None) => None,
         };
+        let audience = config.auth_audience.as_deref();
         if let Some(secret) = secret {
             if secret.is_empty() {
                 return Err(AuthSetupError::EmptySecret);
             }
+            if secret.len() < MIN_SECRET_BYTES {
+                tracing::warn!(bytes = secret.len(),
+                    "the auth secret is shorter than {MIN_SECRET_BYTES} bytes: tokens signed with it can be forged by brute force; use e.g. `openssl rand -hex 32`");
+            }
             verifiers.push((
                 DecodingKey::from_secret(secret.as_bytes()),
-                validation(&[Algorithm::HS256]),
+                validation(&[Algorithm::HS256], audience),
             ));
             signer = Some(EncodingKey::from_secret(secret.as_bytes()));
         }
@@ -164,9 +207,9 @@ impl Authenticator {
                 source,
             })?;
             let key = if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                (key, validation(&[Algorithm::ES256]))
+                (key, validation(&[Algorithm::ES256], audience))
             } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                (key, validation(&[Algorithm::RS256]))
+                (key, validation(&[Algorithm::RS256], audience))
             } else {
                 return Err(AuthSetupError::BadPublicKey {
                     path: path.display().to_string(),
@@ -177,15 +220,19 @@ impl Authenticator {
         if verifiers.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Authenticator { verifiers, signer }))
+        Ok(Some(Authenticator {
+            verifiers,
+            signer,
+            max_lifetime: config.auth_max_token_lifetime,
+        }))
     }
 
-    /// Checks a token's signature and expiry and returns its claims.
+    /// Checks a token's signature, expiry, `nbf`, audience and lifetime and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let mut last = String::from("no key configured");
         for (key, validation) in &self.verifiers {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return self.check_times(data.claims),
                 Err(error) => {
                     last = match error.kind() {
                         jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -200,6 +247,23 @@ impl Authenticator {
             }
         }
         Err(last)
+    }
+
+    /// The checks jsonwebtoken leaves to us: `nbf` with some skew, and the longest lifetime.
+    fn check_times(&self, claims: Claims) -> Result<Claims, String> {
+        let now = now_secs();
+        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_SKEW_SECS) {
+            return Err("token not valid yet (nbf)".into());
+        }
+        if let Some(max) = self.max_lifetime {
+            if claims.exp > now.saturating_add(max.as_secs()) {
+                return Err(format!(
+                    "token lifetime over the {} allowed",
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+        Ok(claims)
     }
 
     /// Signs an HS256 token with the shared secret.
@@ -223,6 +287,7 @@ pub fn claims_for(sub: &str, doc: &str, perm: Permission, ttl: Duration) -> Clai
         doc: doc.to_string(),
         perm,
         exp: (now + ttl).as_secs(),
+        nbf: None,
     }
 }
 
@@ -252,6 +317,11 @@ pub struct Access {
 }
 
 impl Access {
+    /// When the token expires (seconds since the Unix epoch), if there is one.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.claims.as_ref().map(|c| c.exp)
+    }
+
     /// Whether this caller may see document `name` (always, when auth is off).
     pub fn covers(&self, name: &str) -> bool {
         self.claims.as_ref().is_none_or(|c| c.covers(name))
@@ -276,7 +346,9 @@ pub fn authorize(
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let doc = name.map(|n| n.as_str()).unwrap_or("");
     let refuse = |error: ApiError| {
-        tracing::warn!(doc, %peer, path = req.path(), reason = %error, "request refused");
+        let reason = crate::telemetry::escape(&error.to_string()).into_owned();
+        let path = crate::telemetry::escape(req.path()).into_owned();
+        tracing::warn!(doc, %peer, %path, %reason, "request refused");
         metrics::counter!("weft_auth_refusals_total").increment(1);
         Err(error)
     };

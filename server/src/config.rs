@@ -80,6 +80,19 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Bytes queued for one client before it counts as too slow and is disconnected (1013); one
+    /// frame larger than this is still sent when nothing else is queued.
+    #[arg(long, env = "WEFT_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Largest awareness state (presence) one client may set, in bytes; more closes it (1008).
+    #[arg(long, env = "WEFT_MAX_AWARENESS_BYTES", default_value_t = 64 * 1024)]
+    pub max_awareness_bytes: usize,
+
+    /// Most awareness client ids one connection may own; more closes it (1008).
+    #[arg(long, env = "WEFT_MAX_AWARENESS_CLIENTS", default_value_t = 16)]
+    pub max_awareness_clients: usize,
+
     /// Longest a document holds updates back while its clients are still receiving earlier
     /// ones, so that they go out merged into one frame (`0s` turns coalescing off).
     #[arg(long, env = "WEFT_COALESCE_MAX", default_value = "5ms", value_parser = humantime::parse_duration)]
@@ -112,6 +125,32 @@ pub struct ServerConfig {
     /// a connection over it is closed with 1008.
     #[arg(long, env = "WEFT_MAX_MESSAGES_PER_SECOND", default_value_t = 1000)]
     pub max_messages_per_second: u32,
+
+    /// Most WebSocket connections from one client address; more are refused with 429.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = 2048)]
+    pub max_connections_per_ip: usize,
+
+    /// Most WebSocket connections of one user (the token's `sub`; with auth off, every client
+    /// is `anonymous` and only the address cap applies); more are refused with 429.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_USER", default_value_t = 512)]
+    pub max_connections_per_user: usize,
+
+    /// Invalid messages (connections closed with 1007, updates refused with 400) one client
+    /// address may send per minute; past that its connections and writes are refused with 429
+    /// until the minute is over.
+    #[arg(long, env = "WEFT_MAX_BAD_MESSAGES_PER_MINUTE", default_value_t = 20)]
+    pub max_bad_messages_per_minute: u32,
+
+    /// Origins browsers may connect and write from (comma-separated, e.g.
+    /// `https://app.example.com,https://admin.example.com`, or `*` for any). Unset: only the
+    /// server's own origin (the `Origin` header matching `Host`). Requests without an `Origin`
+    /// (non-browser clients) are not affected.
+    #[arg(long, env = "WEFT_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// Longest an HTTP request may take to send its body (408 after that).
+    #[arg(long, env = "WEFT_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
 
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -175,6 +214,8 @@ impl ServerConfig {
             coalesce_max: self.coalesce_max,
             broadcast_pace: self.broadcast_pace,
             max_doc_bytes: self.max_doc_bytes,
+            max_awareness_bytes: self.max_awareness_bytes,
+            max_awareness_clients: self.max_awareness_clients,
             ..DocConfig::default()
         }
     }

@@ -19,9 +19,15 @@ pub enum ApiError {
     /// No such thing (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request took too long to send its body (408).
+    #[error("{0}")]
+    Timeout(String),
     /// It already exists (409).
     #[error("{0}")]
     Conflict(String),
+    /// It was deleted (410).
+    #[error("{0}")]
+    Gone(String),
     /// The body is over a limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -43,7 +49,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +78,9 @@ impl From<DocError> for ApiError {
             DocError::ShuttingDown => ApiError::Unavailable(error.to_string()),
             DocError::Unavailable(_) | DocError::Unloaded => {
                 ApiError::Unavailable(error.to_string())
+            }
+            DocError::Deleted => {
+                ApiError::Gone("the document was deleted; create it again (PUT) to use it".into())
             }
             DocError::Store(e) => ApiError::Internal(e.to_string()),
         }

@@ -15,7 +15,9 @@
 //! - [`admin`]: tools for a stopped server's store: `weft fsck`, `migrate`, `export`, `import`.
 //! - [`auth`]: JWT verification and issuing, per-document permissions.
 //! - [`api`]: the HTTP document API under `/api`.
-//! - [`limits`]: connection caps and the per-connection message rate.
+//! - [`limits`]: connection caps (total, per document, address and user), the per-connection
+//!   message rate, the penalty box for addresses sending invalid messages.
+//! - [`origin`]: which web pages may use the server (`--allowed-origins`).
 //! - [`webhook`]: debounced change notifications, a document hook.
 //! - [`metrics`]: the Prometheus recorder, `GET /metrics`, and the hook that counts documents.
 //! - [`memory`]: returning freed memory to the OS after documents unload.
@@ -36,6 +38,7 @@ pub mod error;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod origin;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -1,37 +1,94 @@
-//! Limits that protect everyone from one client: connection caps (checked before the upgrade)
-//! and a per-connection message rate.
+//! Limits that protect everyone from one client: connection caps (checked before the upgrade:
+//! in total, per document, per client address and per user), a per-connection message rate,
+//! and a penalty box for addresses that keep sending invalid messages.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use weft_crdt::DocName;
 
 use crate::error::ApiError;
 
-/// Counts open WebSocket connections, in total and per document.
+/// How long an address's invalid messages are counted against it.
+const PENALTY_WINDOW: Duration = Duration::from_secs(60);
+
+/// The caps, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Connections in total.
+    pub total: usize,
+    /// Connections to one document.
+    pub per_doc: usize,
+    /// Connections from one client address.
+    pub per_ip: usize,
+    /// Connections of one user.
+    pub per_user: usize,
+    /// Invalid messages one address may send per minute before it is refused.
+    pub bad_messages_per_minute: u32,
+}
+
+/// Counts per key, dropping keys that reach zero.
+struct Counts<K>(HashMap<K, usize>);
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    fn get(&self, key: &K) -> usize {
+        self.0.get(key).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, key: &K) {
+        *self.0.entry(key.clone()).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some(count) = self.0.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(key);
+            }
+        }
+    }
+}
+
+/// Open connections by document, address and user.
+struct Open {
+    per_doc: Counts<DocName>,
+    per_ip: Counts<IpAddr>,
+    per_user: Counts<String>,
+}
+
+/// Counts open WebSocket connections and invalid messages.
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_doc: usize,
+    caps: Caps,
     total: AtomicUsize,
-    per_doc: Mutex<HashMap<DocName, usize>>,
+    open: Mutex<Open>,
+    /// Invalid messages per address: how many, since when.
+    penalties: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 /// One counted connection; dropping it frees the slot.
 pub struct ConnectionPermit {
     limits: Arc<ConnectionLimits>,
     doc: DocName,
+    ip: IpAddr,
+    user: String,
 }
 
 impl ConnectionLimits {
-    /// Limits of `max_total` connections, `max_per_doc` to any one document.
-    pub fn new(max_total: usize, max_per_doc: usize) -> Arc<Self> {
+    /// Limits with these caps.
+    pub fn new(caps: Caps) -> Arc<Self> {
         Arc::new(ConnectionLimits {
-            max_total,
-            max_per_doc,
+            caps,
             total: AtomicUsize::new(0),
-            per_doc: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open {
+                per_doc: Counts(HashMap::new()),
+                per_ip: Counts(HashMap::new()),
+                per_user: Counts(HashMap::new()),
+            }),
+            penalties: Mutex::new(HashMap::new()),
         })
     }
 
@@ -40,49 +97,110 @@ impl ConnectionLimits {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Takes a slot for a connection to `doc`, or refuses with 503.
-    pub fn acquire(self: &Arc<Self>, doc: &DocName) -> Result<ConnectionPermit, ApiError> {
-        let mut per_doc = self.per_doc.lock().unwrap_or_else(|e| e.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
-            metrics::counter!("weft_connections_refused_total", "reason" => "server_full")
-                .increment(1);
-            return Err(ApiError::Unavailable(format!(
-                "server is at its limit of {} connections",
-                self.max_total
-            )));
+    /// Takes a slot for a connection of `user` from `ip` to `doc`, or refuses: 503 when the
+    /// server or the document is full, 429 when this address or user has its share, or when
+    /// the address sent too many invalid messages lately.
+    pub fn acquire(
+        self: &Arc<Self>,
+        doc: &DocName,
+        ip: IpAddr,
+        user: &str,
+    ) -> Result<ConnectionPermit, ApiError> {
+        self.check_penalty(ip)?;
+        let caps = self.caps;
+        let user = user.to_string();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = |reason: &'static str, error: ApiError| {
+            metrics::counter!("weft_connections_refused_total", "reason" => reason).increment(1);
+            Err(error)
+        };
+        if self.total.load(Ordering::Relaxed) >= caps.total {
+            return refused(
+                "server_full",
+                ApiError::Unavailable(format!(
+                    "server is at its limit of {} connections",
+                    caps.total
+                )),
+            );
         }
-        let count = per_doc.entry(doc.clone()).or_insert(0);
-        if *count >= self.max_per_doc {
-            metrics::counter!("weft_connections_refused_total", "reason" => "document_full")
-                .increment(1);
-            return Err(ApiError::Unavailable(format!(
-                "document {doc} is at its limit of {} connections",
-                self.max_per_doc
-            )));
+        if open.per_doc.get(doc) >= caps.per_doc {
+            return refused(
+                "document_full",
+                ApiError::Unavailable(format!(
+                    "document {doc} is at its limit of {} connections",
+                    caps.per_doc
+                )),
+            );
         }
-        *count += 1;
+        if open.per_ip.get(&ip) >= caps.per_ip {
+            return refused(
+                "address_share",
+                ApiError::TooMany(format!(
+                    "this address has its share of {} connections",
+                    caps.per_ip
+                )),
+            );
+        }
+        if open.per_user.get(&user) >= caps.per_user {
+            return refused(
+                "user_share",
+                ApiError::TooMany(format!(
+                    "this user has its share of {} connections",
+                    caps.per_user
+                )),
+            );
+        }
+        open.per_doc.add(doc);
+        open.per_ip.add(&ip);
+        open.per_user.add(&user);
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("weft_connections").set(total as f64);
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
             doc: doc.clone(),
+            ip,
+            user,
         })
+    }
+
+    /// Counts an invalid message from `ip`.
+    pub fn penalize(&self, ip: IpAddr) {
+        let mut penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // Forget addresses whose window is over, so the map stays small.
+        if penalties.len() > 4096 {
+            penalties.retain(|_, (_, since)| now.duration_since(*since) < PENALTY_WINDOW);
+        }
+        let entry = penalties.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= PENALTY_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    /// 429 if `ip` sent too many invalid messages in the current window.
+    pub fn check_penalty(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((count, since)) = penalties.get(&ip) else {
+            return Ok(());
+        };
+        if *count >= self.caps.bad_messages_per_minute && since.elapsed() < PENALTY_WINDOW {
+            metrics::counter!("weft_connections_refused_total", "reason" => "bad_messages")
+                .increment(1);
+            return Err(ApiError::TooMany(
+                "too many invalid messages from this address; try again later".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut per_doc = self
-            .limits
-            .per_doc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_doc.get_mut(&self.doc) {
-            *count -= 1;
-            if *count == 0 {
-                per_doc.remove(&self.doc);
-            }
-        }
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.per_doc.remove(&self.doc);
+        open.per_ip.remove(&self.ip);
+        open.per_user.remove(&self.user);
         let total = self.limits.total.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::gauge!("weft_connections").set(total as f64);
     }
@@ -127,19 +245,89 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn caps() -> Caps {
+        Caps {
+            total: 4,
+            per_doc: 2,
+            per_ip: 3,
+            per_user: 3,
+            bad_messages_per_minute: 2,
+        }
+    }
+
     #[test]
     fn permits_count_and_free_their_slots() {
-        let limits = ConnectionLimits::new(3, 2);
+        let limits = ConnectionLimits::new(Caps {
+            per_ip: 10,
+            per_user: 10,
+            total: 3,
+            ..caps()
+        });
+        let ip: IpAddr = [10, 0, 0, 1].into();
         let a = DocName::new("a").unwrap();
         let b = DocName::new("b").unwrap();
-        let p1 = limits.acquire(&a).unwrap();
-        let _p2 = limits.acquire(&a).unwrap();
-        assert!(limits.acquire(&a).is_err(), "per-document cap");
-        let _p3 = limits.acquire(&b).unwrap();
-        assert!(limits.acquire(&b).is_err(), "total cap");
+        let p1 = limits.acquire(&a, ip, "u").unwrap();
+        let _p2 = limits.acquire(&a, ip, "u").unwrap();
+        assert!(limits.acquire(&a, ip, "u").is_err(), "per-document cap");
+        let _p3 = limits.acquire(&b, ip, "u").unwrap();
+        assert!(limits.acquire(&b, ip, "u").is_err(), "total cap");
         drop(p1);
         assert_eq!(limits.open(), 2);
-        assert!(limits.acquire(&a).is_ok());
+        assert!(limits.acquire(&a, ip, "u").is_ok());
+    }
+
+    #[test]
+    fn an_address_or_a_user_gets_its_share_only() {
+        let limits = ConnectionLimits::new(Caps {
+            total: 100,
+            per_doc: 100,
+            ..caps()
+        });
+        let (one, two): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let docs: Vec<DocName> = (0..8)
+            .map(|i| DocName::new(&format!("d{i}")).unwrap())
+            .collect();
+        let held: Vec<_> = (0..3)
+            .map(|i| limits.acquire(&docs[i], one, &format!("u{i}")).unwrap())
+            .collect();
+        assert!(
+            matches!(
+                limits.acquire(&docs[3], one, "u9"),
+                Err(ApiError::TooMany(_))
+            ),
+            "per address"
+        );
+        let mine: Vec<_> = (0..3)
+            .map(|i| limits.acquire(&docs[i], two, "same").unwrap())
+            .collect();
+        assert!(
+            matches!(
+                limits.acquire(&docs[4], two, "same"),
+                Err(ApiError::TooMany(_))
+            ),
+            "per user"
+        );
+        drop((held, mine));
+        assert!(limits.acquire(&docs[5], one, "u9").is_ok());
+    }
+
+    #[test]
+    fn an_address_that_keeps_sending_invalid_messages_is_refused() {
+        let limits = ConnectionLimits::new(caps());
+        let ip: IpAddr = [10, 0, 0, 3].into();
+        let doc = DocName::new("d").unwrap();
+        limits.penalize(ip);
+        assert!(limits.check_penalty(ip).is_ok(), "one is a mistake");
+        limits.penalize(ip);
+        assert!(matches!(
+            limits.acquire(&doc, ip, "u"),
+            Err(ApiError::TooMany(_))
+        ));
+        let other: IpAddr = [10, 0, 0, 4].into();
+        assert!(
+            limits.acquire(&doc, other, "u").is_ok(),
+            "others are not affected"
+        );
     }
 
     #[test]

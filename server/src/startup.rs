@@ -14,8 +14,10 @@ use weft_store_sled::SledStore;
 
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, StoreKind};
-use crate::limits::ConnectionLimits;
+use crate::limits::{Caps, ConnectionLimits};
 use crate::metrics::MetricsHook;
+use crate::origin::AllowedOrigins;
+use crate::routes::Readiness;
 use crate::state::AppState;
 use crate::webhook::Webhooks;
 use crate::{api, routes, web as web_ui, ws};
@@ -176,13 +178,23 @@ impl Application {
         crate::memory::spawn_trimmer(registry.clone(), shutdown_rx.clone());
         let workers = config.workers;
         let unacked_timeout = config.client_timeout;
-        let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_doc);
+        let limits = ConnectionLimits::new(Caps {
+            total: config.max_connections,
+            per_doc: config.max_connections_per_doc,
+            per_ip: config.max_connections_per_ip,
+            per_user: config.max_connections_per_user,
+            bad_messages_per_minute: config.max_bad_messages_per_minute,
+        });
+        let origins = AllowedOrigins::parse(config.allowed_origins.as_deref())
+            .map_err(StartupError::Config)?;
         let payload_limit = config.max_message_bytes;
         let state = web::Data::new(AppState {
             config,
             registry: registry.clone(),
             auth,
             limits,
+            origins,
+            readiness: Readiness::default(),
             shutdown: shutdown_rx,
         });
         let mut server = HttpServer::new(move || {

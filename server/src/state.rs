@@ -8,6 +8,8 @@ use weft_crdt::Registry;
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::limits::ConnectionLimits;
+use crate::origin::AllowedOrigins;
+use crate::routes::Readiness;
 
 /// Shared application state, handed to handlers as `web::Data<AppState>`.
 pub struct AppState {
@@ -17,8 +19,12 @@ pub struct AppState {
     pub registry: Registry,
     /// Token verification; `None` when auth is off.
     pub auth: Option<Authenticator>,
-    /// Connection caps.
+    /// Connection caps and the penalty box.
     pub limits: Arc<ConnectionLimits>,
+    /// Origins browsers may use the server from besides its own.
+    pub origins: AllowedOrigins,
+    /// The last readiness answer (`/readyz` checks the store at most once a second).
+    pub readiness: Readiness,
     /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).
     pub shutdown: watch::Receiver<bool>,
 }

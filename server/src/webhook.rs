@@ -1,4 +1,10 @@
-//! Webhooks: a debounced `POST {doc, updatedAt}` to `--webhook-url` after a document changes.
+//! Webhooks: a debounced `POST {doc, updatedAt}` to `--webhook-url` after a document changes,
+//! signed with `--webhook-secret`.
+//!
+//! Signature: header `Weft-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
+//! keyed with the secret. A receiver recomputes it over the raw body, compares in constant time,
+//! and refuses a `t` more than a few minutes old (a replayed request). Failures are logged
+//! without the URL (its query string may hold a secret).
 //!
 //! [`Webhooks`] is a document hook: the actor only marks the document as changed (a map
 //! insert, never blocking). A
@@ -37,6 +43,33 @@ pub struct WebhookConfig {
     /// Delivery attempts before giving up on one notification.
     #[arg(long, env = "WEFT_WEBHOOK_ATTEMPTS", default_value_t = 4)]
     pub webhook_attempts: u32,
+
+    /// Secret that signs every webhook (header `Weft-Signature`, see the README).
+    #[arg(long, env = "WEFT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+/// The header carrying a webhook's signature.
+pub const SIGNATURE_HEADER: &str = "Weft-Signature";
+
+/// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">` keyed with `secret`.
+pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // Any key length is valid for HMAC.
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={timestamp},v1={digest}")
 }
 
 /// When a document's changes were first and last seen since its last notification.
@@ -158,9 +191,21 @@ impl Webhooks {
 
     async fn deliver(&self, client: &reqwest::Client, doc: &DocName, updated_at_ms: u64) {
         let body = serde_json::json!({ "doc": doc.as_str(), "updatedAt": updated_at_ms });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut backoff = Duration::from_millis(250);
         for attempt in 1..=self.config.webhook_attempts.max(1) {
-            let result = client.post(&self.url).json(&body).send().await;
+            let mut request = client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if let Some(secret) = &self.config.webhook_secret {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                request =
+                    request.header(SIGNATURE_HEADER, signature(secret.as_bytes(), now, &body));
+            }
+            let result = request.send().await;
             match result {
                 Ok(response) if response.status().is_success() => {
                     metrics::counter!("weft_webhooks_total", "result" => "delivered").increment(1);
@@ -170,7 +215,11 @@ impl Webhooks {
                 Ok(response) => {
                     tracing::warn!(doc = %doc, attempt, status = response.status().as_u16(), "webhook refused")
                 }
-                Err(error) => tracing::warn!(doc = %doc, attempt, %error, "webhook failed"),
+                Err(error) => {
+                    // Never the URL: its query string may hold a secret.
+                    let error = error.without_url();
+                    tracing::warn!(doc = %doc, attempt, %error, "webhook failed")
+                }
             }
             if attempt < self.config.webhook_attempts {
                 tokio::time::sleep(backoff).await;

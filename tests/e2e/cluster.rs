@@ -139,8 +139,17 @@ async fn edits_and_deletion_cross_nodes() {
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     assert_eq!(on_b.expect_close().await, Some(1000));
-    let fresh = TestClient::connect_synced(&b.ws_url(&doc)).await;
-    assert_eq!(fresh.text(), "", "deleted everywhere");
+    // Deleted everywhere: node b refuses it too (the tombstone is in the shared store) ...
+    assert_eq!(refused_status(&b.ws_url(&doc)).await, 410);
+    // ... until it is created again, on any node.
+    let created = reqwest::Client::new()
+        .put(b.http_url(&format!("/api/docs/{doc}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let fresh = TestClient::connect_synced(&a.ws_url(&doc)).await;
+    assert_eq!(fresh.text(), "", "empty");
     a.stop().await;
     b.stop().await;
 }

@@ -33,7 +33,73 @@ pub struct TestApp {
 pub fn test_config(data_dir: &Path) -> ServerConfig {
     let mut config = ServerConfig::with_defaults("127.0.0.1:0", data_dir);
     config.workers = Some(2);
+    // Every test client comes from 127.0.0.1, and some tests send invalid messages on purpose:
+    // the penalty box (tested on its own) must not refuse the rest of such a test.
+    config.max_bad_messages_per_minute = 100_000;
     config
+}
+
+/// A raw WebSocket handshake to `addr` for `path` (with extra request header lines); the
+/// stream once the server answered, and the status line.
+pub async fn raw_handshake(addr: &str, path: &str, headers: &str) -> (TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        response.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (stream, status)
+}
+
+/// Reads raw WebSocket frames from `stream` until a close frame; its code (`None` if the
+/// connection ended without one, or nothing came within `wait`).
+pub async fn read_close_code(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = Vec::new();
+    loop {
+        // Frames from the server are unmasked: a 2-byte header, then the length.
+        while buf.len() >= 2 {
+            let opcode = buf[0] & 0x0f;
+            let (len, start) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                short => (short as usize, 2),
+            };
+            if buf.len() < start + len {
+                break;
+            }
+            if opcode == 8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]]));
+            }
+            buf.drain(..start + len);
+        }
+        let mut chunk = [0u8; 65536];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
 }
 
 /// Starts a server; retries while a previous server on the same dir still holds sled's lock
@@ -382,6 +448,8 @@ pub fn text_update(content: &str) -> Vec<u8> {
 pub struct WeftProcess {
     pub child: std::process::Child,
     pub addr: String,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl WeftProcess {
@@ -405,9 +473,12 @@ impl WeftProcess {
             .expect("spawn weft");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Some(rest) = line.split("weft listening on http://").nth(1) {
                         let addr = rest
@@ -427,7 +498,27 @@ impl WeftProcess {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("weft did not start listening");
-        WeftProcess { child, addr }
+        WeftProcess { child, addr, log }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The lines logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
     }
 
     pub fn ws_url(&self, doc: &str) -> String {

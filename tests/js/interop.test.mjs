@@ -136,3 +136,30 @@ test('y-websocket passes a token through params; read-only clients cannot change
   // Without a token the upgrade is refused: the provider never syncs.
   await assert.rejects(connectClient(server.url, 'team/doc', { timeoutMs: 1500 }), /did not sync/)
 })
+
+test('a document deleted over HTTP stays deleted while a stock provider keeps reconnecting', async () => {
+  const server = await start({ dataDir: tempDataDir() })
+  const room = 'interop/deleted'
+  const holder = await client(server.url, room)
+  holder.doc.getText('text').insert(0, 'the whole document')
+  const check = await client(server.url, room)
+  await waitFor('the text stored and relayed', () => check.doc.getText('text').toString() === 'the whole document')
+  check.close()
+
+  // Count the holder's reconnection attempts: y-websocket retries as soon as it is closed, and
+  // would upload its whole state on the first that succeeds.
+  let attempts = 0
+  holder.provider.on('status', ({ status }) => { if (status === 'connecting') attempts++ })
+  const deleted = await fetch(`${server.httpUrl}/api/docs/${room}`, { method: 'DELETE' })
+  assert.equal(deleted.status, 204)
+  await waitFor('several reconnection attempts', () => attempts >= 3, { timeoutMs: 15000 })
+  const json = await fetch(`${server.httpUrl}/api/docs/${room}/json`)
+  assert.equal(json.status, 404, 'the provider did not bring it back')
+  assert.equal(holder.provider.wsconnected, false)
+
+  // Created again: the provider's next attempt connects (and, as a CRDT client does, merges its
+  // copy into the new document).
+  const created = await fetch(`${server.httpUrl}/api/docs/${room}`, { method: 'PUT' })
+  assert.equal(created.status, 201)
+  await waitFor('the provider reconnected', () => holder.provider.wsconnected, { timeoutMs: 15000 })
+})

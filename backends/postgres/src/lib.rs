@@ -20,7 +20,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{IsolationLevel, NoTls};
-use weft_crdt::store::{DocInfo, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+use weft_crdt::store::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
 use weft_crdt::DocName;
 
 use support::{now_ms, postgres_error};
@@ -72,7 +72,7 @@ impl DocStore for PostgresStore {
             .map_err(postgres_error)?;
         let row = txn
             .query_opt(
-                "SELECT snapshot, next_seq FROM weft_docs WHERE name = $1",
+                "SELECT snapshot, next_seq, deleted FROM weft_docs WHERE name = $1",
                 &[&doc.as_str()],
             )
             .await
@@ -81,6 +81,9 @@ impl DocStore for PostgresStore {
             txn.commit().await.map_err(postgres_error)?;
             return Ok(StoredDoc::default());
         };
+        if row.get::<_, bool>(2) {
+            return Err(StoreError::Deleted(doc.to_string()));
+        }
         let snapshot: Option<Vec<u8>> = row.get(0);
         let next_seq: i64 = row.get(1);
         let rows = txn
@@ -133,7 +136,7 @@ impl DocStore for PostgresStore {
         // The row lock also holds this document's appends back until the commit.
         let current = txn
             .query_opt(
-                "SELECT snapshot IS NOT NULL, snapshot_upto FROM weft_docs
+                "SELECT snapshot IS NOT NULL, snapshot_upto, deleted FROM weft_docs
                  WHERE name = $1 FOR UPDATE",
                 &[&doc.as_str()],
             )
@@ -141,6 +144,9 @@ impl DocStore for PostgresStore {
             .map_err(postgres_error)?;
         if let Some(row) = &current {
             let (has_snapshot, stored_upto): (bool, i64) = (row.get(0), row.get(1));
+            if row.get::<_, bool>(2) {
+                return Err(StoreError::Deleted(doc.to_string()));
+            }
             if has_snapshot && stored_upto >= upto {
                 // Another node compacted further already.
                 return Ok(());
@@ -172,7 +178,9 @@ impl DocStore for PostgresStore {
         let inserted = client
             .execute(
                 "INSERT INTO weft_docs (name, updated_at_ms) VALUES ($1, $2)
-                 ON CONFLICT (name) DO NOTHING",
+                 ON CONFLICT (name) DO UPDATE SET deleted = false,
+                     updated_at_ms = EXCLUDED.updated_at_ms
+                 WHERE weft_docs.deleted",
                 &[&doc.as_str(), &now_ms()],
             )
             .await
@@ -180,31 +188,48 @@ impl DocStore for PostgresStore {
         Ok(inserted == 1)
     }
 
-    async fn exists(&self, doc: &DocName) -> Result<bool, StoreError> {
+    async fn status(&self, doc: &DocName) -> Result<DocStatus, StoreError> {
         let client = self.pool.get().await.map_err(postgres_error)?;
         let row = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM weft_docs WHERE name = $1)",
+            .query_opt(
+                "SELECT deleted FROM weft_docs WHERE name = $1",
                 &[&doc.as_str()],
             )
             .await
             .map_err(postgres_error)?;
-        Ok(row.get(0))
+        Ok(match row.map(|row| row.get::<_, bool>(0)) {
+            None => DocStatus::Absent,
+            Some(false) => DocStatus::Exists,
+            Some(true) => DocStatus::Deleted,
+        })
     }
 
     async fn delete(&self, doc: &DocName) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await.map_err(postgres_error)?;
         let txn = client.transaction().await.map_err(postgres_error)?;
-        let docs = txn
-            .execute("DELETE FROM weft_docs WHERE name = $1", &[&doc.as_str()])
+        // The row lock holds this document's appends back; once committed, the tombstone
+        // refuses them.
+        let existed = txn
+            .query_opt(
+                "SELECT NOT deleted FROM weft_docs WHERE name = $1 FOR UPDATE",
+                &[&doc.as_str()],
+            )
             .await
-            .map_err(postgres_error)?;
-        let log = txn
-            .execute("DELETE FROM weft_log WHERE doc = $1", &[&doc.as_str()])
+            .map_err(postgres_error)?
+            .is_some_and(|row| row.get::<_, bool>(0));
+        txn.execute(
+            "INSERT INTO weft_docs (name, deleted, updated_at_ms) VALUES ($1, true, $2)
+             ON CONFLICT (name) DO UPDATE SET deleted = true, snapshot = NULL,
+                 snapshot_upto = 0, next_seq = 0, updated_at_ms = EXCLUDED.updated_at_ms",
+            &[&doc.as_str(), &now_ms()],
+        )
+        .await
+        .map_err(postgres_error)?;
+        txn.execute("DELETE FROM weft_log WHERE doc = $1", &[&doc.as_str()])
             .await
             .map_err(postgres_error)?;
         txn.commit().await.map_err(postgres_error)?;
-        Ok(docs + log > 0)
+        Ok(existed)
     }
 
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
@@ -216,7 +241,7 @@ impl DocStore for PostgresStore {
                             + COALESCE((SELECT sum(octet_length(l.update)) FROM weft_log l
                                         WHERE l.doc = d.name), 0)::BIGINT,
                         d.updated_at_ms
-                 FROM weft_docs d ORDER BY d.name COLLATE \"C\"",
+                 FROM weft_docs d WHERE NOT d.deleted ORDER BY d.name COLLATE \"C\"",
                 &[],
             )
             .await

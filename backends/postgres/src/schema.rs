@@ -2,8 +2,9 @@
 //! do not race):
 //!
 //! - `weft_docs (name TEXT PRIMARY KEY, snapshot BYTEA, snapshot_upto BIGINT, next_seq BIGINT,
-//!   updated_at_ms BIGINT)`: one row per document; `next_seq` is the position its next log
-//!   record gets, `snapshot_upto` the position the snapshot covers up to.
+//!   updated_at_ms BIGINT, deleted BOOLEAN)`: one row per document; `next_seq` is the position
+//!   its next log record gets, `snapshot_upto` the position the snapshot covers up to; a deleted
+//!   document keeps its row as a tombstone (`deleted`, nothing else stored).
 //! - `weft_log (doc TEXT, seq BIGINT, update BYTEA, PRIMARY KEY (doc, seq))`.
 //! - `weft_schema (version INTEGER)`.
 //!
@@ -27,7 +28,8 @@ const CREATE: &str = "
         snapshot BYTEA,
         snapshot_upto BIGINT NOT NULL DEFAULT 0,
         next_seq BIGINT NOT NULL DEFAULT 0,
-        updated_at_ms BIGINT NOT NULL DEFAULT 0
+        updated_at_ms BIGINT NOT NULL DEFAULT 0,
+        deleted BOOLEAN NOT NULL DEFAULT false
     );
     CREATE TABLE weft_log (
         doc TEXT NOT NULL,
@@ -39,7 +41,8 @@ const CREATE: &str = "
 const FROM_V1: &str = "
     ALTER TABLE weft_docs
         ADD COLUMN snapshot_upto BIGINT NOT NULL DEFAULT 0,
-        ADD COLUMN next_seq BIGINT NOT NULL DEFAULT 0;
+        ADD COLUMN next_seq BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
     ALTER TABLE weft_log ADD COLUMN seq BIGINT;
     UPDATE weft_log l SET seq = r.n
         FROM (SELECT id, row_number() OVER (PARTITION BY doc ORDER BY id) - 1 AS n

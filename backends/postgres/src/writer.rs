@@ -31,22 +31,29 @@ pub(crate) struct AppendJob {
 pub(crate) async fn write_loop(pool: Pool, mut jobs: mpsc::Receiver<AppendJob>) {
     let mut group = Vec::with_capacity(64);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let result = commit_group(&pool, &group).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, appends = group.len(), "PostgreSQL append failed");
-        }
-        for (i, job) in group.drain(..).enumerate() {
-            let answer = match &result {
-                Ok(ends) => Ok(ends[i]),
-                Err(error) => Err(StoreError::Unavailable(error.to_string())),
-            };
+        let answers: Vec<Result<LogPos, StoreError>> = match commit_group(&pool, &group).await {
+            Ok(ends) => ends,
+            Err(error) => {
+                tracing::error!(%error, appends = group.len(), "PostgreSQL append failed");
+                let reason = error.to_string();
+                group
+                    .iter()
+                    .map(|_| Err(StoreError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        };
+        for (job, answer) in group.drain(..).zip(answers) {
             let _ = job.done.send(answer);
         }
     }
 }
 
-/// Commits a group; the position after each job's last record, in job order.
-async fn commit_group(pool: &Pool, group: &[AppendJob]) -> Result<Vec<LogPos>, StoreError> {
+/// Commits a group; the position after each job's last record (or why that job was refused),
+/// in job order.
+async fn commit_group(
+    pool: &Pool,
+    group: &[AppendJob],
+) -> Result<Vec<Result<LogPos, StoreError>>, StoreError> {
     // Records per document, documents in name order (the row-lock order).
     let mut counts: HashMap<&str, i64> = HashMap::new();
     for job in group {
@@ -65,12 +72,14 @@ async fn commit_group(pool: &Pool, group: &[AppendJob]) -> Result<Vec<LogPos>, S
              ON CONFLICT (name) DO UPDATE
                  SET next_seq = weft_docs.next_seq + EXCLUDED.next_seq,
                      updated_at_ms = EXCLUDED.updated_at_ms
+                 WHERE NOT weft_docs.deleted
              RETURNING name, next_seq",
             &[&names, &added, &now_ms()],
         )
         .await
         .map_err(postgres_error)?;
-    // The first position reserved for each document.
+    // The first position reserved for each document (a deleted one gets none: its tombstone
+    // refuses the append).
     let mut next: HashMap<String, i64> = HashMap::with_capacity(rows.len());
     for row in rows {
         let name: String = row.get(0);
@@ -84,10 +93,8 @@ async fn commit_group(pool: &Pool, group: &[AppendJob]) -> Result<Vec<LogPos>, S
     let mut ends = Vec::with_capacity(group.len());
     for job in group {
         let Some(pos) = next.get_mut(job.name.as_str()) else {
-            return Err(StoreError::Other(format!(
-                "no position reserved for document {}",
-                job.name
-            )));
+            ends.push(Err(StoreError::Deleted(job.name.to_string())));
+            continue;
         };
         for record in &job.records {
             docs.push(job.name.as_str());
@@ -95,7 +102,7 @@ async fn commit_group(pool: &Pool, group: &[AppendJob]) -> Result<Vec<LogPos>, S
             updates.push(record);
             *pos += 1;
         }
-        ends.push(*pos as LogPos);
+        ends.push(Ok(*pos as LogPos));
     }
     txn.execute(
         "INSERT INTO weft_log (doc, seq, update)

@@ -83,10 +83,13 @@ async fn a_version_1_database_is_migrated_with_its_documents() {
                 .expect("append"),
             4
         );
-        assert!(store
-            .exists(&DocName::new("empty").expect("name"))
-            .await
-            .expect("exists"));
+        assert_eq!(
+            store
+                .status(&DocName::new("empty").expect("name"))
+                .await
+                .expect("status"),
+            weft_crdt::store::DocStatus::Exists
+        );
         // Opening it again finds version 2: nothing to migrate.
         drop(PostgresStore::connect(&db_url, 2).await.expect("reopen"));
     }

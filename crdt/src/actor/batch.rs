@@ -1,7 +1,7 @@
 //! What one batch of commands produced: [`Outgoing`], filled by the actor's parts while the
 //! batch is handled and held back until its updates are durable (see `commit`).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 use yrs::ClientID;
@@ -12,7 +12,7 @@ use crate::protocol::IncomingUpdate;
 
 /// Updates collected in order until something needs the document to hold them (a join, a
 /// read, any other message), then applied together in one transaction.
-pub(super) type Pending = Vec<(IncomingUpdate, Origin)>;
+pub(super) type Pending = VecDeque<(IncomingUpdate, Origin)>;
 
 /// Everything a batch produced.
 #[derive(Default)]

@@ -13,7 +13,9 @@ use bytes::Bytes;
 
 use super::batch::Outgoing;
 use super::durable::DurableDoc;
+use crate::error::DocError;
 use crate::hooks::{Change, Hooks};
+use crate::outbox::CloseReason;
 use crate::store::StoreError;
 
 /// A batch whose updates are durable: safe to send.
@@ -38,6 +40,21 @@ impl Sealed {
     pub fn publish(&self) -> &[Bytes] {
         &self.out.publish
     }
+}
+
+/// How a failed append ends the document: why its sessions are closed, and what its callers
+/// are told. (Deleted on another node, whose message has not arrived: the document is gone.)
+pub(super) fn failed(error: &StoreError) -> (CloseReason, impl Fn() -> DocError + '_) {
+    let deleted = matches!(error, StoreError::Deleted(_));
+    let reason = match deleted {
+        true => CloseReason::Deleted,
+        false => CloseReason::Unavailable(format!("storage failed: {error}")),
+    };
+    let refusal = move || match deleted {
+        true => DocError::Deleted,
+        false => DocError::Unavailable(format!("storage failed: {error}")),
+    };
+    (reason, refusal)
 }
 
 /// Makes the batch's updates durable (see the module comment).

@@ -34,6 +34,13 @@ pub(super) enum CaughtUp {
     Poisoned,
 }
 
+/// How far [`DurableDoc::apply_until_rejected`] got.
+enum Applied {
+    All,
+    /// An update was rejected: the document may hold part of it.
+    Rejected,
+}
+
 /// The document, its store and what its log holds.
 pub(super) struct DurableDoc {
     name: DocName,
@@ -49,6 +56,9 @@ pub(super) struct DurableDoc {
     snapshot_bytes: u64,
     /// The SyncStep2 frame answering an empty state vector, valid until the document changes.
     full_state: Option<Bytes>,
+    /// The last SyncStep2 frame answering a non-empty state vector, and that state vector,
+    /// valid until the document changes (clients reconnecting together ask the same).
+    last_diff: Option<(StateVector, Bytes)>,
 }
 
 impl DurableDoc {
@@ -63,7 +73,14 @@ impl DurableDoc {
             log_bytes: 0,
             snapshot_bytes: 0,
             full_state: None,
+            last_diff: None,
         }
+    }
+
+    /// The document changed: cached answers are no longer it.
+    fn changed(&mut self) {
+        self.full_state = None;
+        self.last_diff = None;
     }
 
     pub fn name(&self) -> &DocName {
@@ -88,6 +105,7 @@ impl DurableDoc {
     /// full state, made from the same records, stays valid unless the caller says otherwise).
     pub fn install(&mut self, doc: Doc) {
         self.doc = doc;
+        self.last_diff = None;
     }
 
     /// The cached answer to an empty state vector (see `restore`).
@@ -114,31 +132,38 @@ impl DurableDoc {
         frame
     }
 
-    /// Applies the updates collected so far in one transaction, recording the accepted ones in
-    /// `out`. If yrs panics (a crafted update can trigger bugs in it) or rejects an update
-    /// (which it may have half applied), `out` is marked poisoned: the in-memory document can
-    /// no longer be trusted and must not be touched again.
-    pub fn apply(&mut self, pending: &mut Pending, out: &mut Outgoing) {
-        if pending.is_empty() {
-            return;
+    /// Applies the updates collected so far, in one transaction, recording the accepted ones in
+    /// `out`. yrs can panic on a crafted update or reject one after integrating part of it; then
+    /// that update's sender alone is refused, the document is rebuilt from the store with this
+    /// batch's accepted updates on top, and the remaining updates are applied to it: nobody
+    /// else notices. `out.poisoned` is set only if that rebuild fails (the actor then stops).
+    pub async fn apply(&mut self, pending: &mut Pending, out: &mut Outgoing) {
+        while !pending.is_empty() && !out.poisoned {
+            if let Applied::Rejected = self.apply_until_rejected(pending, out) {
+                self.recover(out).await;
+            }
         }
         if out.poisoned {
             refuse_all(pending);
-            return;
         }
+    }
+
+    /// Applies updates from the front of `pending` until one is rejected (it is taken, and its
+    /// sender refused; the rest stay).
+    fn apply_until_rejected(&mut self, pending: &mut Pending, out: &mut Outgoing) -> Applied {
         let name = &self.name;
         let max_doc_bytes = self.config.max_doc_bytes;
         let stored = self.snapshot_bytes + self.log_bytes;
         let doc = &self.doc;
-        let mut full_state_changed = false;
+        let mut changed = false;
+        let mut rejected = false;
         // The outer guard covers the commit when the transaction is dropped.
         let committed = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
-            for (incoming, origin) in pending.drain(..) {
-                if out.poisoned {
-                    refuse(origin);
-                    continue;
-                }
+            while !rejected && !pending.is_empty() {
+                let Some((incoming, origin)) = pending.pop_front() else {
+                    break;
+                };
                 let IncomingUpdate { bytes, update, .. } = incoming;
                 if update.is_empty() {
                     // Typically the SyncStep2 of a client with nothing new: nothing to do.
@@ -162,19 +187,15 @@ impl DurableDoc {
                     }
                     continue;
                 }
-                // Whatever happens next, the cached full state may no longer be it.
-                full_state_changed = true;
+                changed = true;
                 let error = match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
                     Ok(Ok(())) => None,
                     // yrs integrates block by block and stops at the first bad one: what came
-                    // before it is in the document already. That half must never be served,
-                    // so the document reloads from storage, as after a panic.
+                    // before it is in the document already, and must never be served.
                     Ok(Err(error)) => Some(format!("update rejected: {error}")),
                     Err(_) => Some("update made the document panic".to_string()),
                 };
-                if error.is_some() {
-                    out.poisoned = true;
-                }
+                rejected = error.is_some();
                 match (error, origin) {
                     (None, Origin::Session(conn)) => {
                         out.update_bytes += bytes.len() as u64;
@@ -200,12 +221,46 @@ impl DurableDoc {
                 }
             }
         }));
-        if committed.is_err() {
+        if changed {
+            self.changed();
+        }
+        if rejected || committed.is_err() {
+            Applied::Rejected
+        } else {
+            Applied::All
+        }
+    }
+
+    /// Rebuilds the document from the store and re-applies this batch's accepted updates (they
+    /// applied cleanly before the rejected one). On failure `out` is marked poisoned.
+    async fn recover(&mut self, out: &mut Outgoing) {
+        tracing::warn!(doc = %self.name, "an update was rejected; rebuilding the document from storage");
+        let stored = match self.store.load(&self.name).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(doc = %self.name, %error, "cannot re-read the document");
+                out.poisoned = true;
+                return;
+            }
+        };
+        let recovery::Rebuilt { doc, damage } = recovery::rebuild(&stored);
+        recovery::log_damage(&self.name, &damage);
+        let accepted = out.updates.iter().chain(&out.remote_updates);
+        let reapplied = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            for bytes in accepted {
+                let update = yrs::Update::decode_v1(bytes).map_err(drop)?;
+                txn.apply_update(update).map_err(drop)?;
+            }
+            Ok::<(), ()>(())
+        }));
+        if !matches!(reapplied, Ok(Ok(()))) {
+            tracing::error!(doc = %self.name, "the batch's updates do not apply to the stored state");
             out.poisoned = true;
+            return;
         }
-        if full_state_changed {
-            self.full_state = None;
-        }
+        self.doc = doc;
+        self.changed();
     }
 
     /// Re-reads the store and merges in what this document lacks (other nodes' updates it
@@ -227,6 +282,21 @@ impl DurableDoc {
         (caught, damage)
     }
 
+    /// The SyncStep2 answering `state_vector`, from a cache while the document is unchanged.
+    pub fn sync_step2_frame(&mut self, state_vector: &StateVector) -> Bytes {
+        if state_vector.is_empty() {
+            return self.full_state_frame();
+        }
+        if let Some((cached, frame)) = &self.last_diff {
+            if cached == state_vector {
+                return frame.clone();
+            }
+        }
+        let frame = protocol::encode_sync_step2(&self.encode_diff(state_vector));
+        self.last_diff = Some((state_vector.clone(), frame.clone()));
+        frame
+    }
+
     /// Applies what the store holds beyond this document and returns what was new in it
     /// (`None`: nothing), to be sent to the sessions. `Err` if yrs rejected it or panicked.
     fn apply_stored(&mut self, update: &[u8]) -> Result<Option<Bytes>, ()> {
@@ -240,7 +310,7 @@ impl DurableDoc {
         }));
         let news = applied.unwrap_or(Err(()))?;
         if news.is_some() {
-            self.full_state = None;
+            self.changed();
         }
         Ok(news.map(Bytes::from))
     }

@@ -8,30 +8,21 @@
 //!   [`commit::Sealed`] batch);
 //! - [`delivery`]: the sessions, their bounded queues, pacing and slow clients;
 //! - [`presence`]: awareness states and who owns them;
+//! - [`mailbox`]: taking commands in batches, and leaving the registry;
 //! - [`cluster`]: the fan-out to other nodes;
 //! - [`batch`]: what one batch produced; [`merge`]: merging updates in linear time.
 //!
-//! Sessions send commands to the mailbox. The actor takes whatever is waiting as one batch:
-//! it applies the batch's updates in one transaction, stores them as one record (group commit),
-//! and only then sends anything out: replies, awareness relays (several merged into one frame)
-//! and one update frame for the whole batch, encoded once and shared by every session. So no
-//! client ever sees state the store does not hold, and a burst of N updates costs one write and
-//! one frame per session instead of N. A document with many sessions holds a batch back a little
-//! while it is busy (see [`delivery::Delivery::coalesce`]), so that its batches, and not its
-//! frame counts, grow.
-//!
-//! In a cluster the actor subscribes to the document's fan-out before loading, publishes what
-//! its own sessions changed (after it is durable) and applies what other nodes publish without
-//! storing or re-publishing it: the origin node already did both.
-//!
-//! When the actor ends, however it ends (a panic included), it leaves the registry, reports
-//! `unloaded` and tells every session still joined why it is closed.
+//! The actor takes whatever is waiting as one batch, applies its updates in one transaction,
+//! stores them as one record, and only then sends anything out, one update frame shared by
+//! every session (`docs/how-it-works.md` tells the whole story). However it ends (a panic
+//! included), it leaves the registry, reports `unloaded` and tells its sessions why.
 
 mod batch;
 mod cluster;
 mod commit;
 mod delivery;
 mod durable;
+mod mailbox;
 mod merge;
 mod presence;
 mod restore;
@@ -40,18 +31,17 @@ mod setup;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use self::batch::{Outgoing, Pending};
 use self::cluster::{Cluster, Received};
-use self::commit::commit;
+use self::commit::{commit, failed as append_failed};
 use self::delivery::{Delivery, Departed};
 use self::durable::{CaughtUp, DurableDoc};
+use self::mailbox::Mailbox;
 use self::presence::{Presence, Source};
 use self::restore::Restore;
 pub(crate) use self::setup::ActorSetup;
-use self::setup::Leaving;
 use crate::command::{DocCommand, Origin, SessionMessage, Stop};
 use crate::config::DocConfig;
 use crate::error::DocError;
@@ -61,13 +51,21 @@ use crate::outbox::{CloseReason, ConnId, SessionInfo, SessionQueue};
 use crate::protocol::{self, IncomingUpdate};
 use crate::recovery;
 use crate::remote::RemoteEvent;
-use crate::store::LogPos;
+use crate::store::{LogPos, StoreError};
 
 /// How handling a batch ends.
 enum Exit {
     Continue,
     /// The actor has stopped (its sessions are closed, its mailbox answered).
     Stop,
+}
+
+/// Why loading did not work out.
+enum Loaded {
+    /// The document was deleted: nobody may use it until it is created again.
+    Deleted,
+    /// Anything else, for this reason.
+    Failed(String),
 }
 
 /// What re-reading the store found.
@@ -82,11 +80,10 @@ enum CatchUp {
 
 pub(crate) struct DocActor {
     /// First field, so dropped first: the registry entry goes before the sessions are told.
-    leaving: Leaving,
+    mailbox: Mailbox,
     name: DocName,
     config: Arc<DocConfig>,
     hooks: Hooks,
-    mailbox: mpsc::Receiver<DocCommand>,
     doc: DurableDoc,
     restore: Restore,
     delivery: Delivery,
@@ -109,25 +106,31 @@ impl DocActor {
         } = setup;
         let shared = fanout.is_shared();
         DocActor {
-            leaving: Leaving::new(name.clone(), hooks.clone(), on_exit),
+            mailbox: Mailbox::new(name.clone(), hooks.clone(), mailbox, on_exit),
             doc: DurableDoc::new(name.clone(), store, config.clone()),
             restore: Restore::default(),
             delivery: Delivery::new(name.clone(), config.clone(), hooks.clone()),
-            presence: Presence::new(name.clone(), hooks.clone(), shared),
+            presence: Presence::new(name.clone(), hooks.clone(), config.clone(), shared),
             cluster: Cluster::new(name.clone(), generation, fanout, inbox),
             name,
             config,
             hooks,
-            mailbox,
         }
     }
 
     /// Loads the document, then serves the mailbox until unloaded or stopped.
     pub(crate) async fn run(mut self) {
         self.hooks.emit(&self.name, |h| h.loaded(&self.name));
-        if let Err(reason) = self.load().await {
-            self.fail(reason);
-            return;
+        match self.load().await {
+            Ok(()) => {}
+            Err(Loaded::Deleted) => {
+                self.stop(CloseReason::Deleted, || DocError::Deleted);
+                return;
+            }
+            Err(Loaded::Failed(reason)) => {
+                self.fail(reason);
+                return;
+            }
         }
         let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
         loop {
@@ -155,14 +158,7 @@ impl DocActor {
             let max_batch = self.config.max_batch;
             let mailbox = &self.mailbox;
             self.delivery.coalesce(|| mailbox.len() >= max_batch).await;
-            let mut batch = Vec::with_capacity(16);
-            batch.push(first);
-            while batch.len() < max_batch {
-                match self.mailbox.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
+            let batch = self.mailbox.batch(first, max_batch);
             if let Exit::Stop = self.handle_batch(batch).await {
                 return;
             }
@@ -170,17 +166,18 @@ impl DocActor {
     }
 
     /// Subscribes (in a cluster), reads the stored records and starts the restore.
-    async fn load(&mut self) -> Result<(), String> {
+    async fn load(&mut self) -> Result<(), Loaded> {
         let started = Instant::now();
         if let Err(error) = self.cluster.subscribe().await {
             tracing::error!(doc = %self.name, %error, "failed to subscribe to the cluster fan-out");
-            return Err(error.to_string());
+            return Err(Loaded::Failed(error.to_string()));
         }
         let stored = match self.doc.load().await {
             Ok(stored) => stored,
+            Err(StoreError::Deleted(_)) => return Err(Loaded::Deleted),
             Err(error) => {
                 tracing::error!(doc = %self.name, %error, "failed to load document");
-                return Err(format!("failed to load: {error}"));
+                return Err(Loaded::Failed(format!("failed to load: {error}")));
             }
         };
         self.doc.loaded(&stored);
@@ -213,7 +210,7 @@ impl DocActor {
             self.finish_restore().await;
         }
         let mut out = Outgoing::default();
-        let mut pending: Pending = Vec::new();
+        let mut pending = Pending::new();
         let mut stop: Option<Stop> = None;
         for command in batch {
             if stop.is_some() {
@@ -228,7 +225,7 @@ impl DocActor {
                     reply,
                 } => {
                     // Earlier updates of this batch must be in the state the joiner sees.
-                    self.doc.apply(&mut pending, &mut out);
+                    self.doc.apply(&mut pending, &mut out).await;
                     self.join(session, queue, &mut out);
                     let _ = reply.send(Ok(()));
                 }
@@ -236,15 +233,15 @@ impl DocActor {
                     self.take_update(origin, update, &mut pending, &mut out)
                 }
                 DocCommand::Message { conn, message } => {
-                    self.doc.apply(&mut pending, &mut out);
+                    self.doc.apply(&mut pending, &mut out).await;
                     self.message(conn, message, &mut out);
                 }
                 DocCommand::Leave { conn } => {
-                    self.doc.apply(&mut pending, &mut out);
+                    self.doc.apply(&mut pending, &mut out).await;
                     self.leave(conn, &mut out);
                 }
                 DocCommand::Read { read, reply } => {
-                    self.doc.apply(&mut pending, &mut out);
+                    self.doc.apply(&mut pending, &mut out).await;
                     if self.doc.read(read) {
                         // The read may have seen this batch's updates: it is answered only
                         // once they are stored (and never if the batch is dropped).
@@ -254,14 +251,14 @@ impl DocActor {
                     }
                 }
                 DocCommand::Remote(event) => {
-                    if let Some(deleted) = self.remote(event, &mut pending, &mut out) {
+                    if let Some(deleted) = self.remote(event, &mut pending, &mut out).await {
                         stop = Some(deleted);
                     }
                 }
                 DocCommand::Stop(command) => stop = Some(command),
             }
         }
-        self.doc.apply(&mut pending, &mut out);
+        self.doc.apply(&mut pending, &mut out).await;
 
         if out.poisoned {
             self.reload(out, stop);
@@ -298,11 +295,12 @@ impl DocActor {
                 Ok(sealed) => sealed,
                 Err(failed) => {
                     let (error, out) = *failed;
-                    tracing::error!(doc = %self.name, %error, "append failed; stopping the document");
+                    tracing::warn!(doc = %self.name, %error, "append failed; stopping the document");
+                    let (reason, refusal) = append_failed(&error);
                     for reply in out.api_replies.into_iter().chain(out.read_replies) {
-                        let _ = reply.send(Err(DocError::Unavailable(error.to_string())));
+                        let _ = reply.send(Err(refusal()));
                     }
-                    self.fail(format!("storage failed: {error}"));
+                    self.stop(reason, refusal);
                     return Exit::Stop;
                 }
             };
@@ -359,13 +357,14 @@ impl DocActor {
                 Some(true) => {}
             }
         }
-        pending.push((update, origin));
+        pending.push_back((update, origin));
     }
 
     fn join(&mut self, session: SessionInfo, queue: SessionQueue, out: &mut Outgoing) {
         let conn = session.conn;
         self.hooks
             .emit(&self.name, |h| h.joined(&self.name, &session));
+        self.presence.joined(&session);
         self.delivery.join(session, queue);
         if self.restore.is_pending() {
             self.restore.await_step1(conn);
@@ -383,16 +382,14 @@ impl DocActor {
             return; // Closed while this message was queued.
         }
         match message {
-            SessionMessage::SyncStep1(state_vector) if state_vector.is_empty() => {
-                if self.restore.is_pending() {
+            SessionMessage::SyncStep1(state_vector) => {
+                if state_vector.is_empty() && self.restore.is_pending() {
                     self.restore.answered_from_store(conn);
                 }
-                out.direct.push((conn, self.doc.full_state_frame()));
-            }
-            SessionMessage::SyncStep1(state_vector) => {
-                let update = self.doc.encode_diff(&state_vector);
+                // Cached while the document is unchanged: a flood of identical requests shares
+                // one frame.
                 out.direct
-                    .push((conn, protocol::encode_sync_step2(&update)));
+                    .push((conn, self.doc.sync_step2_frame(&state_vector)));
             }
             SessionMessage::Awareness { update, frame } => {
                 self.presence
@@ -414,28 +411,28 @@ impl DocActor {
     }
 
     /// Handles what another node said; a deletion there stops this actor too.
-    fn remote(
+    async fn remote(
         &mut self,
         event: RemoteEvent,
         pending: &mut Pending,
         out: &mut Outgoing,
     ) -> Option<Stop> {
         match self.cluster.receive(event) {
-            Received::Update(update) => pending.push((update, Origin::Remote)),
+            Received::Update(update) => pending.push_back((update, Origin::Remote)),
             Received::Awareness {
                 from,
                 update,
                 frame,
             } => {
-                self.doc.apply(pending, out);
+                self.doc.apply(pending, out).await;
                 self.presence.apply(Source::Node(from), update, frame, out);
             }
             Received::PresenceQuery => {
-                self.doc.apply(pending, out);
+                self.doc.apply(pending, out).await;
                 self.presence.answer_node_query(out);
             }
             Received::NodeGone(node) => {
-                self.doc.apply(pending, out);
+                self.doc.apply(pending, out).await;
                 self.presence.node_gone(node, out);
             }
             Received::Resync => out.resync = true,
@@ -581,14 +578,11 @@ impl DocActor {
         self.cluster.unsubscribe();
         // Leave the registry first: a client that reconnects as soon as it sees its session
         // closed must reach a new actor, not this one's closing mailbox.
-        self.leaving.leave();
+        self.mailbox.leave();
         for info in self.delivery.close_all(reason) {
             self.hooks.emit(&self.name, |h| h.left(&self.name, &info));
         }
-        self.mailbox.close();
-        while let Ok(command) = self.mailbox.try_recv() {
-            command.refuse(refusal());
-        }
+        self.mailbox.close(refusal);
     }
 
     /// Stops the actor after an error: every session is closed and callers are told.

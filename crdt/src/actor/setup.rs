@@ -1,5 +1,5 @@
-//! What an actor is given to run ([`ActorSetup`]), and how it leaves ([`Leaving`]): the
-//! registry entry goes and `unloaded` is reported exactly once, however the actor ends.
+//! What an actor is given to run: [`ActorSetup`], everything it needs and nothing of the
+//! registry's insides.
 
 use std::sync::Arc;
 
@@ -25,36 +25,5 @@ pub(crate) struct ActorSetup {
     pub inbox: RemoteInbox,
     /// Called once, when the actor leaves the registry (before it closes its sessions, so a
     /// client that reconnects at once reaches a fresh actor).
-    pub on_exit: Box<dyn FnOnce() + Send>,
-}
-
-/// Leaves the registry and reports `unloaded` exactly once, even when the actor panics.
-pub(super) struct Leaving {
-    name: DocName,
-    hooks: Hooks,
-    on_exit: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl Leaving {
-    pub fn new(name: DocName, hooks: Hooks, on_exit: Box<dyn FnOnce() + Send>) -> Self {
-        Leaving {
-            name,
-            hooks,
-            on_exit: Some(on_exit),
-        }
-    }
-
-    /// Leaves the registry (once).
-    pub fn leave(&mut self) {
-        if let Some(on_exit) = self.on_exit.take() {
-            on_exit();
-        }
-    }
-}
-
-impl Drop for Leaving {
-    fn drop(&mut self) {
-        self.leave();
-        self.hooks.emit(&self.name, |h| h.unloaded(&self.name));
-    }
+    pub on_exit: Box<dyn FnOnce() + Send + Sync>,
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::contract::DocStore;
+use super::contract::{DocStatus, DocStore, StoreError};
 use crate::name::DocName;
 
 /// Runs every check against stores made by `make`. It may return the same shared store each
@@ -42,7 +42,7 @@ where
         empty.is_empty() && empty.next_pos == 0,
         "unknown loads empty"
     );
-    assert!(!store.exists(&a).await.expect("exists"));
+    assert_eq!(store.status(&a).await.expect("status"), DocStatus::Absent);
     store.check().await.expect("check");
 
     // Appends get consecutive positions, in order.
@@ -60,7 +60,7 @@ where
     assert_eq!(loaded.log[2].update, rec("three"));
     assert_eq!(loaded.next_pos, 3);
     assert!(loaded.snapshot.is_none());
-    assert!(store.exists(&a).await.expect("exists"));
+    assert_eq!(store.status(&a).await.expect("status"), DocStatus::Exists);
 
     // Listing.
     let (names, all) = listed(store.clone()).await;
@@ -103,21 +103,46 @@ where
     assert_eq!(store.load(&ab).await.expect("load").log.len(), 1);
     assert_eq!(store.load(&a_b).await.expect("load").log.len(), 1);
 
-    // Deletion removes everything; positions start over.
-    assert!(store.load(&a).await.expect("load").is_empty());
-    assert!(!store.exists(&a).await.expect("exists"));
+    // Deletion removes everything and leaves a tombstone: nothing can be written back ...
+    assert_eq!(store.status(&a).await.expect("status"), DocStatus::Deleted);
+    assert!(
+        deleted(store.load(&a).await),
+        "a deleted document does not load"
+    );
+    assert!(
+        deleted(store.append(&a, vec![rec("zombie")]).await),
+        "nor take appends"
+    );
+    assert!(
+        deleted(store.compact(&a, rec("zombie"), 9).await),
+        "nor compactions"
+    );
     assert!(!store.delete(&a).await.expect("delete"), "deleting twice");
     let (names, _) = listed(store.clone()).await;
-    assert_eq!(names, vec![a_b.to_string(), ab.to_string()]);
+    assert_eq!(names, vec![a_b.to_string(), ab.to_string()], "not listed");
+    // ... until it is created again: empty, positions from 0.
+    assert!(store.create(&a).await.expect("create"), "created again");
+    assert_eq!(store.status(&a).await.expect("status"), DocStatus::Exists);
+    assert!(store.load(&a).await.expect("load").is_empty());
     assert_eq!(
         store.append(&a, vec![rec("again")]).await.expect("append"),
         1
+    );
+    // Deleting what never existed says so, and still leaves a tombstone.
+    let never = name("never");
+    assert!(!store.delete(&never).await.expect("delete"));
+    assert_eq!(
+        store.status(&never).await.expect("status"),
+        DocStatus::Deleted
     );
 
     // Creation.
     let created = name("created");
     assert!(store.create(&created).await.expect("create"));
-    assert!(store.exists(&created).await.expect("exists"));
+    assert_eq!(
+        store.status(&created).await.expect("status"),
+        DocStatus::Exists
+    );
     assert!(store.load(&created).await.expect("load").is_empty());
     assert!(
         !store.create(&created).await.expect("create"),
@@ -132,7 +157,10 @@ where
         .expect("listed");
     assert_eq!(info.size_bytes, 0);
     assert!(store.delete(&created).await.expect("delete"));
-    assert!(!store.exists(&created).await.expect("exists"));
+    assert_eq!(
+        store.status(&created).await.expect("status"),
+        DocStatus::Deleted
+    );
 
     // A large record round-trips unchanged.
     let big = Bytes::from((0..1_048_576u32).map(|i| i as u8).collect::<Vec<u8>>());
@@ -178,6 +206,10 @@ where
     for doc in [a, ab, a_b, large, shared] {
         store.delete(&doc).await.expect("clean up");
     }
+}
+
+fn deleted<T>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Deleted(_)))
 }
 
 fn rec(text: &str) -> Bytes {

@@ -7,6 +7,9 @@
 //! one at a higher position has been read. That one rule is what lets several nodes share a
 //! store: a node that compacts up to the end of what it loaded cannot drop a record it has not
 //! seen. Records are opaque to the store: it never decodes them.
+//!
+//! Deleting leaves a tombstone: a deleted document stays deleted (no append, no load) until it
+//! is created again, so a client that still holds it cannot quietly write it back.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -64,6 +67,17 @@ pub struct DocInfo {
     pub updated_at_ms: u64,
 }
 
+/// Whether a document exists, as [`DocStore::status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocStatus {
+    /// Never created or written (or deleted before tombstones existed).
+    Absent,
+    /// Created or written, and not deleted since.
+    Exists,
+    /// Deleted; nothing can be written until it is created again.
+    Deleted,
+}
+
 /// Why a store operation failed, whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +92,9 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The document was deleted: create it again first.
+    #[error("document {0} was deleted")]
+    Deleted(String),
     /// Any other failure of the backend.
     #[error("store error: {0}")]
     Other(String),
@@ -88,30 +105,34 @@ pub enum StoreError {
 /// node, one call at a time.
 #[async_trait]
 pub trait DocStore: Send + Sync + 'static {
-    /// Everything stored for `doc`. A document never written loads as empty.
+    /// Everything stored for `doc`. A document never written loads as empty; a deleted one
+    /// fails with [`StoreError::Deleted`].
     async fn load(&self, doc: &DocName) -> Result<StoredDoc, StoreError>;
 
     /// Appends `records`, in order and atomically, at the document's next positions (see the
     /// module comment) and returns the position after the last of them. Durable on return: a
-    /// crash after it returns loses none of them.
+    /// crash after it returns loses none of them. A deleted document refuses
+    /// ([`StoreError::Deleted`]).
     async fn append(&self, doc: &DocName, records: Vec<Bytes>) -> Result<LogPos, StoreError>;
 
     /// Replaces the snapshot with `snapshot`, which holds every record below `upto`, and deletes
     /// those records, atomically. A call whose `upto` is not beyond the stored snapshot's changes
-    /// nothing (another node compacted further already).
+    /// nothing (another node compacted further already). A deleted document refuses.
     async fn compact(&self, doc: &DocName, snapshot: Bytes, upto: LogPos)
         -> Result<(), StoreError>;
 
-    /// Records an empty document; false (and nothing changes) if it exists already.
+    /// Records an empty document, or brings a deleted one back (empty); false (and nothing
+    /// changes) if it exists already.
     async fn create(&self, doc: &DocName) -> Result<bool, StoreError>;
 
-    /// Whether the document exists (created, or anything stored).
-    async fn exists(&self, doc: &DocName) -> Result<bool, StoreError>;
+    /// Whether the document exists, was deleted, or neither.
+    async fn status(&self, doc: &DocName) -> Result<DocStatus, StoreError>;
 
-    /// Removes the document and everything stored for it; whether it existed.
+    /// Removes everything stored for the document and leaves a tombstone; whether anything
+    /// existed.
     async fn delete(&self, doc: &DocName) -> Result<bool, StoreError>;
 
-    /// Every document, in name order.
+    /// Every document that exists, in name order.
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError>;
 
     /// Whether the store works right now (for readiness checks).

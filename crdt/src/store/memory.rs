@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::contract::{DocInfo, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+use super::contract::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
 use crate::name::DocName;
 
 /// One document as kept in memory.
@@ -18,6 +18,8 @@ struct Entry {
     /// The position the snapshot covers up to.
     snapshot_upto: LogPos,
     updated_at_ms: u64,
+    /// A tombstone: deleted, nothing stored.
+    deleted: bool,
 }
 
 /// Keeps every document in a map.
@@ -37,6 +39,18 @@ impl MemoryStore {
     }
 }
 
+/// The live entry of `doc` (created if absent), or `Deleted`.
+fn live<'a>(
+    docs: &'a mut BTreeMap<DocName, Entry>,
+    doc: &DocName,
+) -> Result<&'a mut Entry, StoreError> {
+    let entry = docs.entry(doc.clone()).or_default();
+    if entry.deleted {
+        return Err(StoreError::Deleted(doc.to_string()));
+    }
+    Ok(entry)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -46,16 +60,16 @@ fn now_ms() -> u64 {
 #[async_trait]
 impl DocStore for MemoryStore {
     async fn load(&self, doc: &DocName) -> Result<StoredDoc, StoreError> {
-        Ok(self
-            .docs()
-            .get(doc)
-            .map(|e| e.stored.clone())
-            .unwrap_or_default())
+        match self.docs().get(doc) {
+            Some(entry) if entry.deleted => Err(StoreError::Deleted(doc.to_string())),
+            Some(entry) => Ok(entry.stored.clone()),
+            None => Ok(StoredDoc::default()),
+        }
     }
 
     async fn append(&self, doc: &DocName, records: Vec<Bytes>) -> Result<LogPos, StoreError> {
         let mut docs = self.docs();
-        let entry = docs.entry(doc.clone()).or_default();
+        let entry = live(&mut docs, doc)?;
         for update in records {
             let pos = entry.stored.next_pos;
             entry.stored.log.push(LogEntry { pos, update });
@@ -72,7 +86,7 @@ impl DocStore for MemoryStore {
         upto: LogPos,
     ) -> Result<(), StoreError> {
         let mut docs = self.docs();
-        let entry = docs.entry(doc.clone()).or_default();
+        let entry = live(&mut docs, doc)?;
         if upto <= entry.snapshot_upto && entry.stored.snapshot.is_some() {
             return Ok(());
         }
@@ -86,7 +100,7 @@ impl DocStore for MemoryStore {
 
     async fn create(&self, doc: &DocName) -> Result<bool, StoreError> {
         let mut docs = self.docs();
-        if docs.contains_key(doc) {
+        if docs.get(doc).is_some_and(|e| !e.deleted) {
             return Ok(false);
         }
         docs.insert(
@@ -99,18 +113,29 @@ impl DocStore for MemoryStore {
         Ok(true)
     }
 
-    async fn exists(&self, doc: &DocName) -> Result<bool, StoreError> {
-        Ok(self.docs().contains_key(doc))
+    async fn status(&self, doc: &DocName) -> Result<DocStatus, StoreError> {
+        Ok(match self.docs().get(doc) {
+            None => DocStatus::Absent,
+            Some(entry) if entry.deleted => DocStatus::Deleted,
+            Some(_) => DocStatus::Exists,
+        })
     }
 
     async fn delete(&self, doc: &DocName) -> Result<bool, StoreError> {
-        Ok(self.docs().remove(doc).is_some())
+        let tombstone = Entry {
+            deleted: true,
+            updated_at_ms: now_ms(),
+            ..Entry::default()
+        };
+        let previous = self.docs().insert(doc.clone(), tombstone);
+        Ok(previous.is_some_and(|e| !e.deleted))
     }
 
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
         Ok(self
             .docs()
             .iter()
+            .filter(|(_, entry)| !entry.deleted)
             .map(|(name, entry)| DocInfo {
                 name: name.to_string(),
                 size_bytes: entry.stored.size_bytes(),

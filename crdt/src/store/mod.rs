@@ -11,5 +11,5 @@ mod memory;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use contract::{DocInfo, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+pub use contract::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
 pub use memory::MemoryStore;

@@ -345,8 +345,8 @@ impl DocStore for GatedStore {
     async fn create(&self, doc: &DocName) -> Result<bool, StoreError> {
         self.inner.create(doc).await
     }
-    async fn exists(&self, doc: &DocName) -> Result<bool, StoreError> {
-        self.inner.exists(doc).await
+    async fn status(&self, doc: &DocName) -> Result<weft_crdt::store::DocStatus, StoreError> {
+        self.inner.status(doc).await
     }
     async fn delete(&self, doc: &DocName) -> Result<bool, StoreError> {
         self.inner.delete(doc).await

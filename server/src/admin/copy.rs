@@ -67,7 +67,8 @@ pub async fn write(
         store.compact(name, Bytes::from(merged.state), upto).await?;
     }
     let back = read(store, name).await?;
-    if !store.exists(name).await? || !recovery::covers(&back.state, &state.state) {
+    let exists = store.status(name).await? == weft_crdt::store::DocStatus::Exists;
+    if !exists || !recovery::covers(&back.state, &state.state) {
         return Err(CopyError::Mismatch(name.to_string()));
     }
     Ok(())

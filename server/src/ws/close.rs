@@ -46,6 +46,19 @@ impl End {
         End::Closed(code, format!("could not open document: {error}"))
     }
 
+    /// The client's token expired.
+    pub fn token_expired() -> End {
+        End::Closed(
+            CloseCode::Other(super::connection::CLOSE_TOKEN_EXPIRED),
+            "token expired".into(),
+        )
+    }
+
+    /// Whether the client sent something invalid (counted against its address).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, End::Closed(CloseCode::Invalid, _))
+    }
+
     /// A message over the size limit.
     pub fn too_large(max: usize) -> End {
         End::Closed(CloseCode::Size, format!("message over {max} bytes"))
@@ -78,16 +91,19 @@ impl End {
 
     /// The one log line of a connection's end.
     pub fn log(&self, conn: ConnId, docs: &str) {
+        // A reason may quote what the client sent.
+        let why = |why: &str| crate::telemetry::escape(why).into_owned();
         match self {
             End::ClientClosed | End::ClientGone => {
                 tracing::info!(doc = %docs, %conn, reason = ?self, "client disconnected")
             }
-            End::Closed(code, why) => {
+            End::Closed(code, reason) => {
                 let code_num: u16 = (*code).into();
+                let reason = why(reason);
                 if matches!(code, CloseCode::Normal | CloseCode::Away) {
-                    tracing::info!(doc = %docs, %conn, code = code_num, reason = %why, "client disconnected");
+                    tracing::info!(doc = %docs, %conn, code = code_num, %reason, "client disconnected");
                 } else {
-                    tracing::warn!(doc = %docs, %conn, code = code_num, reason = %why, "connection closed by server");
+                    tracing::warn!(doc = %docs, %conn, code = code_num, %reason, "connection closed by server");
                 }
             }
         }

@@ -10,8 +10,11 @@
 //!   messages are reassembled), has the protocol decode each message and hands it to its
 //!   document's session; while a document's mailbox is full it stops reading, so the socket
 //!   pushes back on the client;
+//! - refuses a frame whose header declares more than `--max-message-bytes` as soon as the
+//!   header arrives (1009), so no more than that is ever buffered for one message;
 //! - answers pings, sends its own every `--ping-interval`, and ends the connection when the
-//!   client has sent nothing for `--client-timeout`;
+//!   client has sent nothing for `--client-timeout`, or when its token expires (4401: nothing
+//!   it sends after `exp` reaches a document);
 //! - writes every frame its documents queued, framed by the protocol, up to 32 KiB per poll.
 //!
 //! So a connection costs one task (the dispatcher's) and one queue per document session, and a
@@ -23,10 +26,11 @@
 //! tells its documents the sessions left and frees its connection slots.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_codec::Decoder;
 use actix_http::ws::{CloseCode, Codec, Frame, Item, OpCode, Parser};
@@ -50,6 +54,20 @@ const MAX_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Longest payload of a control frame (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Close code for a connection whose token expired (the WebSocket range for applications):
+/// the client should get a new token, not just reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+
+/// Who is on the other end of a connection.
+pub(crate) struct Client {
+    /// This connection's id (its sessions use it too).
+    pub conn: ConnId,
+    /// The client's address (for its connection caps and its invalid messages).
+    pub ip: IpAddr,
+    /// When its token expires (seconds since the Unix epoch), if it has one.
+    pub expires_at: Option<u64>,
+}
 
 /// A session joining its document: resolves to its line into the document.
 pub(crate) type Joining = Pin<Box<dyn Future<Output = Result<Session, DocError>>>>;
@@ -112,6 +130,10 @@ enum Phase {
 pub struct Connection {
     state: Arc<AppState>,
     conn: ConnId,
+    ip: IpAddr,
+    /// When the token expires, and the timer that ends the connection then.
+    expires_at: Option<u64>,
+    expiry: Option<Pin<Box<Sleep>>>,
     protocol: Box<dyn WireProtocol>,
     slots: Vec<DocSlot>,
     /// What the client sends, as the dispatcher reads it.
@@ -137,7 +159,7 @@ impl Connection {
     /// Serves connection `conn`, speaking `protocol`, with `slots` joining their documents.
     pub(crate) fn new(
         state: Arc<AppState>,
-        conn: ConnId,
+        client: Client,
         protocol: Box<dyn WireProtocol>,
         slots: Vec<DocSlot>,
         payload: Payload,
@@ -145,9 +167,15 @@ impl Connection {
         let max = state.config.max_message_bytes;
         let period = state.config.ping_interval;
         let rate = RateLimiter::new(state.config.max_messages_per_second);
+        let expiry = client
+            .expires_at
+            .map(|exp| Box::pin(tokio::time::sleep(until_unix(exp))));
         Connection {
             state,
-            conn,
+            conn: client.conn,
+            ip: client.ip,
+            expires_at: client.expires_at,
+            expiry,
             protocol,
             slots,
             payload,
@@ -185,8 +213,57 @@ impl Connection {
             slot.outbox.close();
         }
         end.log(self.conn, &self.docs());
+        if end.is_invalid_input() {
+            // Counted against the address: one that keeps sending them is refused for a while.
+            self.state.limits.penalize(self.ip);
+        }
         self.ended = true;
         end.write_close(&mut self.write_buf);
+    }
+
+    /// Whether the token has expired (then nothing more from this client may be applied).
+    fn token_expired(&self) -> bool {
+        self.expires_at.is_some_and(|exp| now_unix() >= exp)
+    }
+
+    /// Ends the connection once its token expires.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) {
+        let fired = self
+            .expiry
+            .as_mut()
+            .is_some_and(|expiry| expiry.as_mut().poll(cx).is_ready());
+        if fired {
+            if self.token_expired() {
+                self.end(End::token_expired());
+            } else if let Some(exp) = self.expires_at {
+                // Woken early (the clocks disagree by a little): wait for the rest.
+                if let Some(expiry) = self.expiry.as_mut() {
+                    expiry.as_mut().reset(
+                        tokio::time::Instant::now()
+                            + until_unix(exp).max(Duration::from_millis(10)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Refuses the frame at the front of the read buffer as soon as its header declares more
+    /// than the message limit (with what came before it, for a continuation): false then.
+    fn frame_fits(&mut self) -> bool {
+        let Some((continuation, declared)) = frame_header(&self.read_buf) else {
+            return true;
+        };
+        let max = self.state.config.max_message_bytes as u64;
+        let before = if continuation {
+            self.fragments.as_ref().map_or(0, |f| f.len() as u64)
+        } else {
+            0
+        };
+        if before.saturating_add(declared) > max {
+            self.end(End::too_large(max as usize));
+            return false;
+        }
+        true
     }
 
     /// A document's session ended for `reason`: the protocol says what that means.
@@ -225,7 +302,7 @@ impl Connection {
             match joined {
                 Ok(session) => {
                     tracing::info!(doc = %slot.name, conn = %self.conn, peer = %arrival.addr,
-                        user = %arrival.user, read_only = arrival.read_only,
+                        user = %crate::telemetry::escape(&arrival.user), read_only = arrival.read_only,
                         protocol = self.protocol.name(), "client connected");
                     slot.session = Some(session);
                     index += 1;
@@ -301,6 +378,9 @@ impl Connection {
     fn poll_incoming(&mut self, cx: &mut Context<'_>) {
         while self.phase == Phase::Open {
             if !self.flush_waiting(cx) {
+                return;
+            }
+            if !self.frame_fits() {
                 return;
             }
             match self.codec.decode(&mut self.read_buf) {
@@ -379,6 +459,9 @@ impl Connection {
     /// One complete binary message: rate-checked, decoded, and queued for its document.
     fn on_message(&mut self, message: Bytes) {
         self.bytes_in.increment(message.len() as u64);
+        if self.token_expired() {
+            return self.end(End::token_expired());
+        }
         if !self.rate.allow() {
             let limit = self.state.config.max_messages_per_second;
             return self.end(End::Closed(
@@ -464,6 +547,9 @@ impl MessageBody for Connection {
             return Poll::Pending;
         }
         if this.phase == Phase::Open {
+            this.poll_expiry(cx);
+        }
+        if this.phase == Phase::Open {
             this.poll_ping(cx);
             this.poll_incoming(cx);
             this.poll_queues(cx);
@@ -491,4 +577,31 @@ impl Drop for Connection {
 
 fn document_stopped() -> CloseReason {
     CloseReason::Unavailable("document stopped".into())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long until `exp` (seconds since the Unix epoch); zero if it has passed.
+fn until_unix(exp: u64) -> Duration {
+    let exp = UNIX_EPOCH + Duration::from_secs(exp);
+    exp.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The frame at the front of `buf`, once its header is complete: whether it is a continuation,
+/// and the payload length it declares (RFC 6455, 5.2).
+fn frame_header(buf: &[u8]) -> Option<(bool, u64)> {
+    let first = *buf.first()?;
+    let second = *buf.get(1)?;
+    let continuation = first & 0x0f == 0;
+    let declared = match second & 0x7f {
+        126 => u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
+        short => u64::from(short),
+    };
+    Some((continuation, declared))
 }

@@ -1,19 +1,23 @@
 //! The WebSocket upgrade: everything checked before a connection is served.
 //!
-//! Before the upgrade: the document name is validated (400), the token checked (401/403) and a
-//! connection slot taken (503). The 101 response's body, a [`Connection`], then joins the
+//! Before the upgrade: the document name is validated (400), the page's origin checked (403), the
+//! token checked (401/403), a deleted document refused (410), and a connection slot taken (503
+//! when the server or document is full, 429 when this address or user has its share or keeps
+//! sending invalid messages). The 101 response's body, a [`Connection`], then joins the
 //! document and serves the connection from there on; the client gets its 101 at once and sends
 //! its SyncStep1 while the session joins. A read-only token gives a session whose updates the
 //! document refuses with a y-protocols "permission denied" message. A document that cannot be
 //! opened closes the connection right after the upgrade (1013, or 1001 while the server shuts
 //! down), which y-websocket clients answer by reconnecting later.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use weft_crdt::store::DocStatus;
 use weft_crdt::{session_queue, DocName, QueueLimits, SessionInfo};
 
-use super::connection::{Arrival, Connection, DocSlot};
+use super::connection::{Arrival, Client, Connection, DocSlot};
 use crate::auth::{self, Permission};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,17 +32,26 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, ApiError> {
     let raw = req.path().trim_start_matches('/');
     let name = DocName::new(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state.origins.check(&req)?;
     let access = auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Read)?;
     let mut handshake = actix_http::ws::handshake(req.head())
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let permit = state.limits.acquire(&name).inspect_err(|error| {
-        tracing::warn!(doc = %name, reason = %error, "connection refused");
-    })?;
+    refuse_deleted(&state, &name).await?;
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let permit = state
+        .limits
+        .acquire(&name, ip, &access.sub)
+        .inspect_err(|error| {
+            tracing::warn!(doc = %name, reason = %error, "connection refused");
+        })?;
     let conn = uuid::Uuid::new_v4();
+    let expires_at = access.expires_at();
     let can_write = access.permission == Permission::Write;
     let (queue, outbox) = session_queue(QueueLimits {
         frames: state.config.outbound_queue,
-        bytes: usize::MAX,
+        bytes: state.config.outbound_queue_bytes,
     });
     let session = SessionInfo {
         conn,
@@ -58,7 +71,11 @@ pub async fn upgrade(
     let slot = DocSlot::joining(name.clone(), join, arrival, outbox, permit);
     let connection = Connection::new(
         state.into_inner(),
-        conn,
+        Client {
+            conn,
+            ip,
+            expires_at,
+        },
         Box::new(YWebsocket::new(name)),
         vec![slot],
         body.into_inner(),
@@ -66,4 +83,24 @@ pub async fn upgrade(
     Ok(HttpResponse::from(
         handshake.body(connection).map_into_boxed_body(),
     ))
+}
+
+/// 410 if the document was deleted (and not created again): a client that still holds it must
+/// not write it back. A loaded document is not deleted; otherwise the store knows.
+pub(crate) async fn refuse_deleted(state: &AppState, name: &DocName) -> Result<(), ApiError> {
+    if state.registry.is_loaded(name) {
+        return Ok(());
+    }
+    let status = state
+        .registry
+        .store()
+        .status(name)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if status == DocStatus::Deleted {
+        return Err(ApiError::Gone(format!(
+            "document {name} was deleted; create it again (PUT /api/docs/{name}) to use it"
+        )));
+    }
+    Ok(())
 }

@@ -1,0 +1,259 @@
+//! Hostile clients against memory, bounded in bytes before the bytes arrive: frames declaring
+//! more than the limit, tiny requests answered with large frames to a client that does not
+//! read, a 5-byte update asking yrs for gigabytes, bodies sent before (or without) auth, and
+//! presence states too large or too many. Each was reproduced against the release binary before
+//! its fix.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+/// A masked client frame header declaring `len` payload bytes.
+fn frame_header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+    let mut header = vec![if fin { 0x80 } else { 0 } | opcode];
+    if len < 126 {
+        header.push(0x80 | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        header.push(0x80 | 126);
+        header.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        header.push(0x80 | 127);
+        header.extend_from_slice(&len.to_be_bytes());
+    }
+    header.extend_from_slice(&[0, 0, 0, 0]); // the mask key (zero: the payload as is)
+    header
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_declaring_more_than_the_limit_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_message_bytes = 1024;
+    let app = spawn_app(config).await;
+    let addr = app.addr.to_string();
+
+    // One frame declaring a terabyte: refused (1009) before the bytes come.
+    let (mut stream, status) = raw_handshake(&addr, "/big", "").await;
+    assert!(status.contains("101"), "{status}");
+    stream
+        .write_all(&frame_header(true, 2, 1 << 40))
+        .await
+        .unwrap();
+    // A little of the payload: the server must not wait for the rest to say no.
+    let _ = stream.write_all(&[0u8; 4096]).await;
+    let code = read_close_code(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1009), "closed from the header");
+
+    // Fragments: the first is small, the continuation's header makes it too large.
+    let (mut stream, _) = raw_handshake(&addr, "/big", "").await;
+    let mut first = frame_header(false, 2, 600);
+    first.extend_from_slice(&[0u8; 600]);
+    stream.write_all(&first).await.unwrap();
+    stream.write_all(&frame_header(true, 0, 600)).await.unwrap();
+    let code = read_close_code(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1009), "closed from the continuation's header");
+
+    // Other clients are unaffected.
+    let mut writer = TestClient::connect_synced(&app.ws_url("big")).await;
+    let mut reader = TestClient::connect_synced(&app.ws_url("big")).await;
+    writer.insert(0, "still fine").await;
+    reader
+        .pump_until("an edit", |c| c.text() == "still fine")
+        .await;
+    app.stop().await;
+}
+
+/// A client that stops reading and keeps asking for a large answer is closed once what is
+/// queued for it passes the byte bound (it used to be bounded in frames only: 1,024 answers of
+/// the whole document each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_questions_cannot_make_the_server_queue_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.outbound_queue_bytes = 2 * 1024 * 1024;
+    let app = spawn_app(config).await;
+    // A 1 MiB document.
+    let mut writer = TestClient::connect_synced(&app.ws_url("large")).await;
+    writer.insert(0, &"x".repeat(1024 * 1024)).await;
+    let mut reader = TestClient::connect_synced(&app.ws_url("large")).await;
+    reader
+        .pump_until("the document", |c| c.text().len() == 1024 * 1024)
+        .await;
+
+    // A state vector naming a client the server does not know: the answer is the whole
+    // document, every time.
+    let question = {
+        let mut sv = yrs::StateVector::default();
+        sv.set_max(yrs::ClientID::new(424242), 1);
+        weft_crdt::protocol::encode_sync_step1(&sv).to_vec()
+    };
+    let mut asker = TestClient::connect(&app.ws_url("large")).await;
+    for _ in 0..300 {
+        if asker
+            .send_message(Message::Binary(question.clone().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // It never read: what it is owed passed 2 MiB long before 300 MiB.
+    let code = asker.expect_close().await;
+    assert_eq!(code, Some(1013), "closed as too slow");
+    // Everyone else carries on.
+    writer.insert(0, "more").await;
+    reader
+        .pump_until("a later edit", |c| c.text().starts_with("more"))
+        .await;
+    app.stop().await;
+}
+
+/// A 5-byte update claiming 2^28 clients, posted over HTTP, is refused without yrs reserving
+/// half a gigabyte first (the HTTP path skipped the entry-count check every WebSocket message
+/// goes through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_claiming_huge_counts_is_refused_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeftProcess::start(dir.path(), &[]);
+    let before = server.peak_rss_kib();
+    let response = reqwest::Client::new()
+        .post(server.http_url("/api/docs/bomb/update"))
+        .body(vec![0x80, 0x80, 0x80, 0x80, 0x01])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let after = server.peak_rss_kib();
+    assert!(
+        after < before + 64 * 1024,
+        "peak memory grew by {} MiB",
+        (after - before) / 1024
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// With auth on, a request's body is read only after it is authorised: an unauthenticated
+/// request with a 16 MiB body is answered 401 before it sends a byte of it; an authorised one
+/// that trickles its body is cut off after `--body-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_read_after_authorisation_and_within_a_time_limit() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-test-secret-that-is-long-enough-for-hs256";
+    let server = WeftProcess::start(
+        dir.path(),
+        &["--auth-secret", secret, "--body-timeout", "1s"],
+    );
+    let head = |extra: &str| {
+        format!(
+            "POST /api/docs/slow/update HTTP/1.1\r\nHost: {}\r\nContent-Length: 16777216\r\n\
+             Content-Type: application/octet-stream\r\n{extra}\r\n",
+            server.addr
+        )
+    };
+    let status_of = |response: &[u8]| {
+        String::from_utf8_lossy(response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // No token, no body sent: the answer comes at once.
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    stream.write_all(head("").as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut response))
+        .await
+        .expect("an answer before the body")
+        .unwrap();
+    assert!(
+        status_of(&response[..n]).contains("401"),
+        "{}",
+        status_of(&response[..n])
+    );
+
+    // Authorised, trickling: cut off after the body timeout.
+    let token = weft_server::auth::Authenticator::from_config(&weft_server::auth::AuthConfig {
+        auth_secret: Some(secret.into()),
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap()
+    .issue(&weft_server::auth::claims_for(
+        "u",
+        "*",
+        weft_server::auth::Permission::Write,
+        Duration::from_secs(60),
+    ))
+    .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    stream
+        .write_all(head(&format!("Authorization: Bearer {token}\r\n")).as_bytes())
+        .await
+        .unwrap();
+    let answer = async {
+        let mut response = vec![0u8; 1024];
+        loop {
+            let _ = stream.write_all(&[0u8; 16]).await;
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), stream.read(&mut response)).await
+            {
+                return status_of(&response[..n]);
+            }
+        }
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("cut off");
+    assert!(status.contains("408"), "{status}");
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// One connection cannot grow the presence everyone receives: a state over the size bound, or
+/// more client ids than a connection may own, closes it (1008); a newcomer's greeting stays
+/// small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_bounded_per_state_and_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(100 * 1024));
+    let mut bloater = TestClient::connect_synced(&app.ws_url("presence")).await;
+    bloater.send(awareness_frame(1, 1, &big)).await;
+    assert_eq!(
+        bloater.expect_close().await,
+        Some(1008),
+        "a state over 64 KiB"
+    );
+
+    let mut hoarder = TestClient::connect_synced(&app.ws_url("presence")).await;
+    for id in 0..40 {
+        hoarder
+            .send(awareness_frame(1000 + id, 1, r#"{"name":"me"}"#))
+            .await;
+    }
+    assert_eq!(
+        hoarder.expect_close().await,
+        Some(1008),
+        "more than 16 client ids"
+    );
+
+    let mut newcomer = TestClient::connect(&app.ws_url("presence")).await;
+    newcomer
+        .send_message(Message::Binary(
+            weft_crdt::protocol::encode_query_awareness()
+                .to_vec()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    newcomer.pump_one(Duration::from_secs(2)).await;
+    assert!(
+        newcomer.awareness_clients().len() <= 16,
+        "{} states in the greeting",
+        newcomer.awareness_clients().len()
+    );
+    app.stop().await;
+}
