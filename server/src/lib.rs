@@ -21,7 +21,8 @@
 //! - [`webhook`]: debounced change notifications, a document hook.
 //! - [`metrics`]: the Prometheus recorder, `GET /metrics`, and the hook that counts documents.
 //! - [`memory`]: returning freed memory to the OS after documents unload.
-//! - [`routes`]: plain HTTP routes (health checks, 404).
+//! - [`routes`]: plain HTTP routes (health checks, 404); [`readiness`]: the store check behind
+//!   `/readyz`, at most once a second.
 //! - [`web`]: the embedded browser editor.
 //! - [`error`]: HTTP error mapping.
 //! - [`state`]: what handlers share.
@@ -39,6 +40,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod origin;
+pub mod readiness;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -17,7 +17,7 @@ use crate::config::{ServerConfig, StoreKind};
 use crate::limits::{Caps, ConnectionLimits};
 use crate::metrics::MetricsHook;
 use crate::origin::AllowedOrigins;
-use crate::routes::Readiness;
+use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::webhook::Webhooks;
 use crate::{api, routes, web as web_ui, ws};

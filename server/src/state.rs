@@ -9,7 +9,7 @@ use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::limits::ConnectionLimits;
 use crate::origin::AllowedOrigins;
-use crate::routes::Readiness;
+use crate::readiness::Readiness;
 
 /// Shared application state, handed to handlers as `web::Data<AppState>`.
 pub struct AppState {

@@ -119,6 +119,10 @@ async fn document_api_round_trip() {
         .await
         .unwrap();
     assert_eq!(listed, serde_json::json!([]));
+    // It stays deleted until created again; then it starts empty.
+    assert_eq!(refused_status(&app.ws_url("team/plan")).await, 410);
+    let created = http.put(doc_url("team/plan")).send().await.unwrap();
+    assert_eq!(created.status(), 201);
     let fresh = TestClient::connect_synced(&app.ws_url("team/plan")).await;
     assert_eq!(fresh.text(), "", "a deleted document starts empty");
     app.stop().await;

@@ -113,6 +113,20 @@ impl Trees {
         Ok(Some((upto, Bytes::copy_from_slice(&value[9..]))))
     }
 
+    /// The log position the snapshot covers up to, if there is a snapshot (its bytes are not
+    /// copied).
+    pub fn snapshot_upto(&self, name: &DocName) -> Result<Option<LogPos>, StoreError> {
+        let Some(value) = self.docs.get(snapshot_key(name)).map_err(sled_error)? else {
+            return Ok(None);
+        };
+        if value.first() != Some(&SNAPSHOT_FORMAT) {
+            return Err(corrupt(name, "snapshot has an unknown format byte"));
+        }
+        read_u64(&value[1..])
+            .map(Some)
+            .ok_or_else(|| corrupt(name, "snapshot header is truncated"))
+    }
+
     /// `Deleted` if the document has a tombstone.
     pub fn refuse_deleted(&self, name: &DocName) -> Result<(), StoreError> {
         if self

@@ -55,6 +55,7 @@ impl SledStore {
         let worker = Writer {
             db,
             trees: trees.clone(),
+            next: std::collections::HashMap::new(),
         };
         thread::Builder::new()
             .name("weft-sled-writer".into())

@@ -3,6 +3,7 @@
 //! costs one fsync (group commit). Being the only writer, it also hands out log positions: the
 //! next one is after the document's last record, or at its snapshot's `upto`.
 
+use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
@@ -42,18 +43,28 @@ pub(crate) struct WriteJob {
     pub done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
+/// Documents whose next log position the writer remembers before it forgets them all (a
+/// position is found again with one seek).
+const MAX_REMEMBERED: usize = 65_536;
+
 /// The writer thread's state: applies queued jobs, then flushes once per round.
 pub(crate) struct Writer {
     pub db: sled::Db,
     pub trees: Trees,
+    /// The next log position of documents appended to lately (only this thread writes, so it
+    /// stays true; a deletion or a compaction updates it).
+    pub next: HashMap<DocName, LogPos>,
 }
 
 impl Writer {
-    pub fn run(self, jobs: std_mpsc::Receiver<WriteJob>) {
+    pub fn run(mut self, jobs: std_mpsc::Receiver<WriteJob>) {
         while let Ok(first) = jobs.recv() {
             let mut round = vec![first];
             round.extend(jobs.try_iter());
             let results: Vec<_> = round.iter().map(|job| self.apply(&job.op)).collect();
+            if self.next.len() > MAX_REMEMBERED {
+                self.next.clear();
+            }
             let flushed = self.db.flush().map(drop);
             for (job, result) in round.into_iter().zip(results) {
                 let result = match (&flushed, result) {
@@ -70,7 +81,18 @@ impl Writer {
         }
     }
 
-    fn apply(&self, op: &WriteOp) -> Result<u64, StoreError> {
+    fn apply(&mut self, op: &WriteOp) -> Result<u64, StoreError> {
+        // A failed write may have left the document in any state: look its position up again.
+        let result = self.apply_op(op);
+        if result.is_err() {
+            if let WriteOp::Append { name, .. } | WriteOp::Compact { name, .. } = op {
+                self.next.remove(name);
+            }
+        }
+        result
+    }
+
+    fn apply_op(&mut self, op: &WriteOp) -> Result<u64, StoreError> {
         let trees = &self.trees;
         match op {
             WriteOp::Append { name, records } => {
@@ -93,7 +115,9 @@ impl Writer {
                     trees.docs.apply_batch(batch).map_err(sled_error)?;
                 }
                 self.touch_meta(name, |size| size + added)?;
-                Ok(first + records.len() as u64)
+                let next = first + records.len() as u64;
+                self.next.insert(name.clone(), next);
+                Ok(next)
             }
             WriteOp::Compact {
                 name,
@@ -102,8 +126,8 @@ impl Writer {
             } => {
                 trees.refuse_deleted(name)?;
                 if trees
-                    .snapshot(name)?
-                    .is_some_and(|(stored, _)| stored >= *upto)
+                    .snapshot_upto(name)?
+                    .is_some_and(|stored| stored >= *upto)
                 {
                     return Ok(0);
                 }
@@ -126,6 +150,8 @@ impl Writer {
                 trees.docs.apply_batch(batch).map_err(sled_error)?;
                 let size = snapshot.len() as u64 + remaining;
                 self.touch_meta(name, |_| size)?;
+                // Records after `upto` stay; with none, the next position is `upto`.
+                self.next.remove(name);
                 Ok(1)
             }
             WriteOp::Create { name } => {
@@ -138,6 +164,7 @@ impl Writer {
                     // Whatever a crash between a deletion's steps may have left is not brought
                     // back.
                     self.remove_data(name)?;
+                    self.next.remove(name);
                 } else if trees.status(name)? == weft_crdt::store::DocStatus::Exists {
                     return Ok(0);
                 }
@@ -151,6 +178,7 @@ impl Writer {
                     .insert(name.as_str(), &now_ms().to_be_bytes())
                     .map_err(sled_error)?;
                 let existed = self.remove_data(name)?;
+                self.next.remove(name);
                 Ok(u64::from(existed))
             }
             WriteOp::Flush => Ok(1),
@@ -176,16 +204,18 @@ impl Writer {
         Ok(existed)
     }
 
-    /// The position the document's next record gets: after its last record, else at its
-    /// snapshot's `upto`, else 0. (Only the writer thread writes, so this stays true until it
-    /// appends.)
+    /// The position the document's next record gets: remembered, or after its last record,
+    /// else at its snapshot's `upto`, else 0.
     fn next_pos(&self, name: &DocName) -> Result<LogPos, StoreError> {
+        if let Some(next) = self.next.get(name) {
+            return Ok(*next);
+        }
         let prefix = log_prefix(name);
         if let Some(item) = self.trees.docs.scan_prefix(&prefix).next_back() {
             let (key, _) = item.map_err(sled_error)?;
             return Ok(log_pos(name, &prefix, &key)? + 1);
         }
-        Ok(self.trees.snapshot(name)?.map_or(0, |(upto, _)| upto))
+        Ok(self.trees.snapshot_upto(name)?.unwrap_or(0))
     }
 
     fn touch_meta(&self, name: &DocName, size: impl Fn(u64) -> u64) -> Result<(), StoreError> {

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_codec::Decoder;
 use actix_http::ws::{CloseCode, Codec, Frame, Item, OpCode, Parser};
@@ -43,6 +43,8 @@ use weft_crdt::protocol::ClientMessage;
 use weft_crdt::{CloseReason, ConnId, DocError, DocName, Outbox, Session};
 
 use super::close::End;
+use super::expiry::Expiry;
+use super::frame::frame_header;
 use crate::limits::{ConnectionPermit, RateLimiter};
 use crate::state::AppState;
 use crate::wire::{Incoming, SessionEnd, WireProtocol};
@@ -131,9 +133,8 @@ pub struct Connection {
     state: Arc<AppState>,
     conn: ConnId,
     ip: IpAddr,
-    /// When the token expires, and the timer that ends the connection then.
-    expires_at: Option<u64>,
-    expiry: Option<Pin<Box<Sleep>>>,
+    /// When the token expires.
+    expiry: Expiry,
     protocol: Box<dyn WireProtocol>,
     slots: Vec<DocSlot>,
     /// What the client sends, as the dispatcher reads it.
@@ -167,15 +168,11 @@ impl Connection {
         let max = state.config.max_message_bytes;
         let period = state.config.ping_interval;
         let rate = RateLimiter::new(state.config.max_messages_per_second);
-        let expiry = client
-            .expires_at
-            .map(|exp| Box::pin(tokio::time::sleep(until_unix(exp))));
         Connection {
             state,
             conn: client.conn,
             ip: client.ip,
-            expires_at: client.expires_at,
-            expiry,
+            expiry: Expiry::new(client.expires_at),
             protocol,
             slots,
             payload,
@@ -221,29 +218,10 @@ impl Connection {
         end.write_close(&mut self.write_buf);
     }
 
-    /// Whether the token has expired (then nothing more from this client may be applied).
-    fn token_expired(&self) -> bool {
-        self.expires_at.is_some_and(|exp| now_unix() >= exp)
-    }
-
     /// Ends the connection once its token expires.
     fn poll_expiry(&mut self, cx: &mut Context<'_>) {
-        let fired = self
-            .expiry
-            .as_mut()
-            .is_some_and(|expiry| expiry.as_mut().poll(cx).is_ready());
-        if fired {
-            if self.token_expired() {
-                self.end(End::token_expired());
-            } else if let Some(exp) = self.expires_at {
-                // Woken early (the clocks disagree by a little): wait for the rest.
-                if let Some(expiry) = self.expiry.as_mut() {
-                    expiry.as_mut().reset(
-                        tokio::time::Instant::now()
-                            + until_unix(exp).max(Duration::from_millis(10)),
-                    );
-                }
-            }
+        if self.expiry.poll(cx) {
+            self.end(End::token_expired());
         }
     }
 
@@ -459,7 +437,7 @@ impl Connection {
     /// One complete binary message: rate-checked, decoded, and queued for its document.
     fn on_message(&mut self, message: Bytes) {
         self.bytes_in.increment(message.len() as u64);
-        if self.token_expired() {
+        if self.expiry.expired() {
             return self.end(End::token_expired());
         }
         if !self.rate.allow() {
@@ -577,31 +555,4 @@ impl Drop for Connection {
 
 fn document_stopped() -> CloseReason {
     CloseReason::Unavailable("document stopped".into())
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// How long until `exp` (seconds since the Unix epoch); zero if it has passed.
-fn until_unix(exp: u64) -> Duration {
-    let exp = UNIX_EPOCH + Duration::from_secs(exp);
-    exp.duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
-}
-
-/// The frame at the front of `buf`, once its header is complete: whether it is a continuation,
-/// and the payload length it declares (RFC 6455, 5.2).
-fn frame_header(buf: &[u8]) -> Option<(bool, u64)> {
-    let first = *buf.first()?;
-    let second = *buf.get(1)?;
-    let continuation = first & 0x0f == 0;
-    let declared = match second & 0x7f {
-        126 => u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
-        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
-        short => u64::from(short),
-    };
-    Some((continuation, declared))
 }

@@ -1,7 +1,9 @@
 //! WebSocket connections: the checks before the upgrade ([`upgrade`]), the connection that
 //! serves one socket and the document sessions on it ([`connection`]), and how it ends
-//! ([`close`]). What travels on the socket is a wire protocol's business (`crate::wire`).
+//! ([`close`]); `expiry` ends it when its token expires, `frame` reads frame headers early. What travels on the socket is a wire protocol's business (`crate::wire`).
 
 pub mod close;
 pub mod connection;
+mod expiry;
+mod frame;
 pub mod upgrade;
