@@ -114,6 +114,16 @@ impl SessionQueue {
         })
     }
 
+    /// Whether `pending_frames` more frames totalling `pending_bytes` would still fit (as
+    /// [`Self::push`] counts): asked before computing an answer, so that a client which stops
+    /// reading cannot make the document build answers it will never take.
+    pub(crate) fn has_room(&self, pending_frames: usize, pending_bytes: usize) -> bool {
+        let queued = self.shared.queued_bytes.load(Ordering::Acquire);
+        let bytes = queued.saturating_add(pending_bytes);
+        let bytes_fit = bytes == 0 || bytes < self.max_bytes;
+        bytes_fit && self.frames.capacity() > pending_frames
+    }
+
     /// Whether frames are waiting to be written.
     pub(crate) fn is_backlogged(&self) -> bool {
         self.frames.capacity() < self.frames.max_capacity()
@@ -202,6 +212,20 @@ mod tests {
         queue.push(frame(10)).unwrap();
         assert_eq!(queue.push(frame(1)), Err(Undeliverable::TooSlow), "frames");
         assert_eq!(outbox.queued_bytes(), 80);
+    }
+
+    #[test]
+    fn room_counts_what_is_queued_and_what_is_pending() {
+        let (queue, _outbox) = session_queue(QueueLimits {
+            frames: 3,
+            bytes: 100,
+        });
+        assert!(queue.has_room(0, 0));
+        assert!(!queue.has_room(0, 100), "bytes pending in the batch count");
+        assert!(!queue.has_room(3, 0), "frames pending in the batch count");
+        queue.push(frame(60)).unwrap();
+        assert!(queue.has_room(1, 30));
+        assert!(!queue.has_room(0, 40));
     }
 
     #[tokio::test]

@@ -68,32 +68,36 @@ async fn a_frame_declaring_more_than_the_limit_is_refused_from_its_header() {
 
 /// A client that stops reading and keeps asking for a large answer is closed once what is
 /// queued for it passes the byte bound (it used to be bounded in frames only: 1,024 answers of
-/// the whole document each).
+/// the whole document each), and the answers are refused before they are computed: 300
+/// questions with distinct state vectors, sent in one burst, each answered with the whole 1 MiB
+/// document, once took the release binary's peak memory up by 303 MiB (every answer was built
+/// in one batch before any was queued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_questions_cannot_make_the_server_queue_without_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.outbound_queue_bytes = 2 * 1024 * 1024;
-    let app = spawn_app(config).await;
+    let server = WeftProcess::start(dir.path(), &["--outbound-queue-bytes", "2097152"]);
     // A 1 MiB document.
-    let mut writer = TestClient::connect_synced(&app.ws_url("large")).await;
+    let mut writer = TestClient::connect_synced(&server.ws_url("large")).await;
     writer.insert(0, &"x".repeat(1024 * 1024)).await;
-    let mut reader = TestClient::connect_synced(&app.ws_url("large")).await;
+    let mut reader = TestClient::connect_synced(&server.ws_url("large")).await;
     reader
         .pump_until("the document", |c| c.text().len() == 1024 * 1024)
         .await;
+    let before = server.peak_rss_kib();
 
-    // A state vector naming a client the server does not know: the answer is the whole
-    // document, every time.
-    let question = {
-        let mut sv = yrs::StateVector::default();
-        sv.set_max(yrs::ClientID::new(424242), 1);
-        weft_crdt::protocol::encode_sync_step1(&sv).to_vec()
-    };
-    let mut asker = TestClient::connect(&app.ws_url("large")).await;
-    for _ in 0..300 {
+    // State vectors naming clients the server does not know, a different one each time (so no
+    // answer is a cached copy of another): the answer is the whole document, every time.
+    let questions: Vec<Vec<u8>> = (0..300u64)
+        .map(|i| {
+            let mut sv = yrs::StateVector::default();
+            sv.set_max(yrs::ClientID::new(424_242 + i), 1);
+            weft_crdt::protocol::encode_sync_step1(&sv).to_vec()
+        })
+        .collect();
+    let mut asker = TestClient::connect(&server.ws_url("large")).await;
+    for question in questions {
         if asker
-            .send_message(Message::Binary(question.clone().into()))
+            .send_message(Message::Binary(question.into()))
             .await
             .is_err()
         {
@@ -103,12 +107,14 @@ async fn repeated_questions_cannot_make_the_server_queue_without_bound() {
     // It never read: what it is owed passed 2 MiB long before 300 MiB.
     let code = asker.expect_close().await;
     assert_eq!(code, Some(1013), "closed as too slow");
+    let grown_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "peak memory grew by {grown_mib} MiB");
     // Everyone else carries on.
     writer.insert(0, "more").await;
     reader
         .pump_until("a later edit", |c| c.text().starts_with("more"))
         .await;
-    app.stop().await;
+    assert_eq!(server.terminate(), Some(0));
 }
 
 /// A 5-byte update claiming 2^28 clients, posted over HTTP, is refused without yrs reserving

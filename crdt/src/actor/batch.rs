@@ -1,7 +1,7 @@
 //! What one batch of commands produced: [`Outgoing`], filled by the actor's parts while the
 //! batch is handled and held back until its updates are durable (see `commit`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 use yrs::ClientID;
@@ -17,8 +17,11 @@ pub(super) type Pending = VecDeque<(IncomingUpdate, Origin)>;
 /// Everything a batch produced.
 #[derive(Default)]
 pub(super) struct Outgoing {
-    /// Frames for one session each, in order.
+    /// Frames for one session each, in order (add with [`Outgoing::reply`]).
     pub direct: Vec<(ConnId, Bytes)>,
+    /// Frames and bytes of `direct` per session, so a question is refused before its answer
+    /// is computed when the answers already pending would not fit the session's queue.
+    pub direct_pending: HashMap<ConnId, (usize, usize)>,
     /// Awareness frames for every session, as received (or as encoded for a removal).
     pub awareness_frames: Vec<Bytes>,
     /// The awareness clients those frames changed (presence merges several frames into one).
@@ -51,6 +54,24 @@ impl Outgoing {
     pub fn relay_awareness(&mut self, frame: Bytes, changed: impl IntoIterator<Item = ClientID>) {
         self.awareness_frames.push(frame);
         self.awareness_changed.extend(changed);
+    }
+
+    /// Queues a frame for one session.
+    pub fn reply(&mut self, conn: ConnId, frame: Bytes) {
+        let pending = self.direct_pending.entry(conn).or_default();
+        pending.0 += 1;
+        pending.1 += frame.len();
+        self.direct.push((conn, frame));
+    }
+
+    /// Frames and bytes already queued for `conn` in this batch.
+    pub fn pending_for(&self, conn: ConnId) -> (usize, usize) {
+        self.direct_pending.get(&conn).copied().unwrap_or_default()
+    }
+
+    /// Whether this batch closes `conn`.
+    pub fn closes(&self, conn: ConnId) -> bool {
+        self.closes.iter().any(|(closed, _)| *closed == conn)
     }
 
     /// Whether there is nothing to store (so nothing to wait for before sending).

@@ -93,6 +93,20 @@ impl Delivery {
         self.sessions.get(&conn).map(|s| s.info.can_write)
     }
 
+    /// Whether `conn`'s queue has room for one more answer beside what this batch already
+    /// queued for it; if not, the batch closes it as too slow (and `false`).
+    pub fn may_answer(&self, conn: ConnId, out: &mut Outgoing) -> bool {
+        let Some(session) = self.sessions.get(&conn) else {
+            return false;
+        };
+        let (frames, bytes) = out.pending_for(conn);
+        if session.queue.has_room(frames, bytes) {
+            return true;
+        }
+        out.closes.push((conn, CloseReason::TooSlow));
+        false
+    }
+
     pub fn contains(&self, conn: ConnId) -> bool {
         self.sessions.contains_key(&conn)
     }

@@ -347,11 +347,17 @@ impl DocActor {
             match self.delivery.can_write(conn) {
                 // Closed while this update was queued.
                 None => return,
+                // Closed earlier in this batch.
+                Some(_) if out.closes(conn) => return,
                 Some(false) => {
-                    out.direct.push((
-                        conn,
-                        protocol::encode_permission_denied("read-only connection: update ignored"),
-                    ));
+                    if self.delivery.may_answer(conn, out) {
+                        out.reply(
+                            conn,
+                            protocol::encode_permission_denied(
+                                "read-only connection: update ignored",
+                            ),
+                        );
+                    }
                     return;
                 }
                 Some(true) => {}
@@ -369,17 +375,25 @@ impl DocActor {
         if self.restore.is_pending() {
             self.restore.await_step1(conn);
         } else {
-            out.direct
-                .push((conn, protocol::encode_sync_step1(&self.doc.state_vector())));
+            out.reply(conn, protocol::encode_sync_step1(&self.doc.state_vector()));
         }
         if let Some(frame) = self.presence.everyone() {
-            out.direct.push((conn, frame));
+            out.reply(conn, frame);
         }
     }
 
     fn message(&mut self, conn: ConnId, message: SessionMessage, out: &mut Outgoing) {
-        if !self.delivery.contains(conn) {
-            return; // Closed while this message was queued.
+        if !self.delivery.contains(conn) || out.closes(conn) {
+            return; // Closed while this message was queued, or earlier in this batch.
+        }
+        let asks = matches!(
+            message,
+            SessionMessage::SyncStep1(_) | SessionMessage::QueryAwareness
+        );
+        // An answer is refused before it is computed when the session's queue could not take
+        // it: a client that stops reading and keeps asking is too slow, not a memory sink.
+        if asks && !self.delivery.may_answer(conn, out) {
+            return;
         }
         match message {
             SessionMessage::SyncStep1(state_vector) => {
@@ -388,8 +402,7 @@ impl DocActor {
                 }
                 // Cached while the document is unchanged: a flood of identical requests shares
                 // one frame.
-                out.direct
-                    .push((conn, self.doc.sync_step2_frame(&state_vector)));
+                out.reply(conn, self.doc.sync_step2_frame(&state_vector));
             }
             SessionMessage::Awareness { update, frame } => {
                 self.presence
@@ -397,7 +410,7 @@ impl DocActor {
             }
             SessionMessage::QueryAwareness => {
                 if let Some(frame) = self.presence.everyone() {
-                    out.direct.push((conn, frame));
+                    out.reply(conn, frame);
                 }
             }
         }

@@ -133,8 +133,7 @@ impl Restore {
         self.answered_from_store.clear();
         let state_vector = doc.state_vector();
         for conn in self.awaiting_step1.drain(..) {
-            out.direct
-                .push((conn, protocol::encode_sync_step1(&state_vector)));
+            out.reply(conn, protocol::encode_sync_step1(&state_vector));
         }
         Some((out, damage))
     }
