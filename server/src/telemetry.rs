@@ -20,31 +20,28 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// `text` with control characters (newlines included) escaped, for logging what a client sent
-/// or chose: a token's header, a path, a close reason quoting a decode error.
+/// `text` made safe to log: what a client sent or chose (a token's header, a path, a close
+/// reason quoting a decode error). Plain text is logged as is; text with control characters,
+/// whitespace, `=`, quotes or backslashes is quoted with everything escaped, so that it can
+/// neither start a new line nor pass for more `key=value` fields of the line it is on.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    let risky = |c: char| c.is_control() || c.is_whitespace() || matches!(c, '=' | '"' | '\\');
+    if !text.chars().any(risky) {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(escaped)
+    std::borrow::Cow::Owned(format!("{text:?}"))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(super::escape("plain"), "plain");
+    fn client_text_cannot_pass_for_another_line_or_field() {
+        assert_eq!(super::escape("plain/path-1.2"), "plain/path-1.2");
         assert_eq!(
             super::escape("bad\nINFO forged line\r\u{1b}[31m"),
-            "bad\\nINFO forged line\\r\\u{1b}[31m"
+            "\"bad\\nINFO forged line\\r\\u{1b}[31m\""
         );
+        assert_eq!(super::escape("HS256 conn=admin"), "\"HS256 conn=admin\"");
+        assert_eq!(super::escape("a\"b\\c"), "\"a\\\"b\\\\c\"");
     }
 }

@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod load_smoke;
 mod persistence;
+mod process;
 mod security_access;
 mod security_data;
 mod security_memory;

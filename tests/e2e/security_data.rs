@@ -148,7 +148,60 @@ async fn log_lines_cannot_be_forged() {
         .filter(|l| l.contains("FORGED") && !l.contains("request refused"))
         .collect();
     assert!(forged.is_empty(), "a forged line: {forged:?}");
+
+    // Nor a forged field: client text with spaces and `=` is quoted, so a `key=value` reader
+    // of the line sees one field where the client wrote two.
+    let header = b64.encode(r#"{"alg":"HS256 sub=forged-admin","typ":"JWT"}"#);
+    let token = format!("{header}.{claims}.c2ln");
+    let status = reqwest::Client::new()
+        .get(server.http_url("/api/docs"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    poll_until("the second refusal is logged", || async {
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("forged-admin"))
+    })
+    .await;
+    for line in server.log_lines() {
+        let fields = logfmt_fields(&line);
+        assert!(
+            !fields.iter().any(|f| f.starts_with("sub=")),
+            "a forged field in {line:?}: {fields:?}"
+        );
+    }
     assert_eq!(server.terminate(), Some(0));
+}
+
+/// A log line's space-separated fields, as a `key=value` reader sees them: a double-quoted
+/// stretch (with backslash escapes) is part of one field.
+fn logfmt_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                fields.last_mut().unwrap().push(c);
+                if let Some(next) = chars.next() {
+                    fields.last_mut().unwrap().push(next);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                fields.last_mut().unwrap().push(c);
+            }
+            ' ' if !quoted => fields.push(String::new()),
+            _ => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields.retain(|f| !f.is_empty());
+    fields
 }
 
 /// A webhook as received: its signature header and its body.
