@@ -148,6 +148,13 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
 
+    /// With auth off, the host names requests may call the server by, besides IP addresses and
+    /// `localhost` (comma-separated; `*`: any). Other names are refused (403): a web page that
+    /// rebinds its own name to this server's address (DNS rebinding) gets nowhere. Not checked
+    /// with auth on.
+    #[arg(long, env = "WEFT_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
+
     /// Longest an HTTP request may take to send its body (408 after that).
     #[arg(long, env = "WEFT_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,

@@ -16,7 +16,7 @@ use crate::auth::Authenticator;
 use crate::config::{ServerConfig, StoreKind};
 use crate::limits::{Caps, ConnectionLimits};
 use crate::metrics::MetricsHook;
-use crate::origin::AllowedOrigins;
+use crate::origin::{AllowedHosts, AllowedOrigins};
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::webhook::Webhooks;
@@ -187,6 +187,9 @@ impl Application {
         });
         let origins = AllowedOrigins::parse(config.allowed_origins.as_deref())
             .map_err(StartupError::Config)?;
+        let hosts =
+            AllowedHosts::parse(config.allowed_hosts.as_deref()).map_err(StartupError::Config)?;
+        let hosts = auth.is_none().then_some(hosts);
         let payload_limit = config.max_message_bytes;
         let state = web::Data::new(AppState {
             config,
@@ -194,11 +197,13 @@ impl Application {
             auth,
             limits,
             origins,
+            hosts,
             readiness: Readiness::default(),
             shutdown: shutdown_rx,
         });
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(middleware::from_fn(crate::origin::host_gate))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(payload_limit))
                 .service(

@@ -8,7 +8,7 @@ use weft_crdt::Registry;
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::limits::ConnectionLimits;
-use crate::origin::AllowedOrigins;
+use crate::origin::{AllowedHosts, AllowedOrigins};
 use crate::readiness::Readiness;
 
 /// Shared application state, handed to handlers as `web::Data<AppState>`.
@@ -23,6 +23,9 @@ pub struct AppState {
     pub limits: Arc<ConnectionLimits>,
     /// Origins browsers may use the server from besides its own.
     pub origins: AllowedOrigins,
+    /// With auth off, the names requests may give the server (DNS rebinding); `None` with
+    /// auth on.
+    pub hosts: Option<AllowedHosts>,
     /// The last readiness answer (`/readyz` checks the store at most once a second).
     pub readiness: Readiness,
     /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).

@@ -57,11 +57,21 @@ pub fn test_config(data_dir: &Path) -> ServerConfig {
 /// A raw WebSocket handshake to `addr` for `path` (with extra request header lines); the
 /// stream once the server answered, and the status line.
 pub async fn raw_handshake(addr: &str, path: &str, headers: &str) -> (TcpStream, String) {
+    raw_handshake_to(addr, addr, path, headers).await
+}
+
+/// [`raw_handshake`] naming the server `host` in the `Host` header.
+pub async fn raw_handshake_to(
+    addr: &str,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> (TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();

@@ -293,3 +293,71 @@ async fn pages_of_other_origins_are_refused() {
     assert!(status.contains("403"), "unlisted origin: {status}");
     app.stop().await;
 }
+
+/// DNS rebinding: a page at `http://evil.example:<port>` whose name now resolves to the
+/// server's address is same-origin with itself, so the Origin check lets it through; with auth
+/// off, the server also refuses requests that call it by a name it was not given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_rebinds_its_name_to_the_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(test_config(dir.path())).await;
+    let addr = app.addr.to_string();
+    let port = app.addr.port();
+    let evil = format!("evil.example:{port}");
+    let origin = format!("Origin: http://{evil}\r\n");
+    let (_, status) = raw_handshake_to(&addr, &evil, "/doc", &origin).await;
+    assert!(status.contains("403"), "rebound WebSocket: {status}");
+    let client = reqwest::Client::new();
+    let rebound = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, app.http_url(path))
+            .header("Host", evil.clone())
+            .header("Origin", format!("http://{evil}"))
+    };
+    let response = rebound(reqwest::Method::POST, "/api/docs/doc/update")
+        .header("Content-Type", "text/plain")
+        .body(text_update("from evil"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "rebound write");
+    let response = rebound(reqwest::Method::GET, "/api/docs/doc/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "rebound read");
+    let response = rebound(reqwest::Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "health checks answer by any name");
+    // By address and by localhost it works as before.
+    let (_, status) = raw_handshake_to(&addr, &format!("localhost:{port}"), "/doc", "").await;
+    assert!(status.contains("101"), "localhost: {status}");
+    let reader = TestClient::connect_synced(&app.ws_url("doc")).await;
+    assert_eq!(reader.text(), "", "nothing written");
+    app.stop().await;
+
+    // A name the operator lists is accepted; with auth on, names are not checked.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.allowed_hosts = Some("weft.example".into());
+    let app = spawn_app(config).await;
+    let addr = app.addr.to_string();
+    let host = format!("weft.example:{}", app.addr.port());
+    let (_, status) = raw_handshake_to(&addr, &host, "/doc", "").await;
+    assert!(status.contains("101"), "listed name: {status}");
+    app.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.auth.auth_secret = Some("a-test-secret-that-is-long-enough-for-hs256".into());
+    let app = spawn_app(config).await;
+    let response = reqwest::Client::new()
+        .get(app.http_url("/api/docs/doc/json"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "auth on: the token decides");
+    app.stop().await;
+}
