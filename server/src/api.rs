@@ -60,14 +60,19 @@ fn authorized_doc(
     Ok(name)
 }
 
-/// Reads a request's body (after it was authorised): at most `limit` bytes, within `timeout`.
+/// Reads a request's body (after it was authorised): at most `--max-message-bytes`, within
+/// `--body-timeout`, and within the in-flight budget; with the budget it holds.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, ApiError> {
+    state: &AppState,
+) -> Result<(Bytes, crate::inflight::Reservation), ApiError> {
+    let limit = state.config.max_message_bytes;
+    let timeout = state.config.body_timeout;
     let too_large = || ApiError::TooLarge(format!("the body is over {limit} bytes"));
+    let busy = || ApiError::Busy("too many large messages in flight; try again shortly".into());
+    // Large bodies share one budget with large WebSocket messages (see `inflight`).
+    let mut reservation = state.inflight.reservation();
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -76,20 +81,30 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    let read = async {
+    if let Some(len) = declared {
+        if !reservation.grow_to(len as usize) {
+            return Err(busy());
+        }
+    }
+    let held = &mut reservation;
+    let read = async move {
         let mut body = BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| ApiError::BadRequest(e.to_string()))?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
+            if !held.grow_to(body.len() + chunk.len()) {
+                return Err(busy());
+            }
             body.extend_from_slice(&chunk);
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(timeout, read)
+    let body = tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| ApiError::Timeout("the body took too long to arrive".into()))?
+        .map_err(|_| ApiError::Timeout("the body took too long to arrive".into()))??;
+    Ok((body, reservation))
 }
 
 /// One entry of `GET /api/docs`.
@@ -215,8 +230,8 @@ async fn post_update(
     if let Some(ip) = ip {
         state.limits.check_penalty(ip)?;
     }
-    let config = &state.config;
-    let body = read_body(&req, payload, config.max_message_bytes, config.body_timeout).await?;
+    // The reservation is held until the update has been handed on.
+    let (body, _reservation) = read_body(&req, payload, &state).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "the body must be a binary Yjs update".into(),

@@ -85,6 +85,12 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub outbound_queue_bytes: usize,
 
+    /// Bytes all large messages and request bodies in flight at once may take together (each
+    /// over 64 KiB reserves its size as soon as it is known); a message that does not fit is
+    /// refused as busy (WebSocket 1013, HTTP 503) before its bytes arrive.
+    #[arg(long, env = "WEFT_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+
     /// Largest awareness state (presence) one client may set, in bytes; more closes it (1008).
     #[arg(long, env = "WEFT_MAX_AWARENESS_BYTES", default_value_t = 64 * 1024)]
     pub max_awareness_bytes: usize,

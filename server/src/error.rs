@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The server cannot serve this now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The server is too busy for this now; try again shortly (503 with `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
     /// Something failed inside the server (500).
     #[error("{0}")]
     Internal(String),
@@ -54,14 +57,17 @@ impl ResponseError for ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Busy(_) = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 

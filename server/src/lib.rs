@@ -17,7 +17,9 @@
 //! - [`api`]: the HTTP document API under `/api`.
 //! - [`limits`]: connection caps (total, per document, address and user), the per-connection
 //!   message rate, the penalty box for addresses sending invalid messages.
-//! - [`origin`]: which web pages may use the server (`--allowed-origins`).
+//! - [`origin`]: which web pages may use the server (`--allowed-origins`), and by which names
+//!   (`--allowed-hosts`, DNS rebinding).
+//! - [`inflight`]: one byte budget for every large message and body in flight at once.
 //! - [`webhook`]: debounced change notifications, a document hook.
 //! - [`metrics`]: the Prometheus recorder, `GET /metrics`, and the hook that counts documents.
 //! - [`memory`]: returning freed memory to the OS after documents unload.
@@ -36,6 +38,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod inflight;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

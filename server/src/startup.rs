@@ -190,6 +190,7 @@ impl Application {
         let hosts =
             AllowedHosts::parse(config.allowed_hosts.as_deref()).map_err(StartupError::Config)?;
         let hosts = auth.is_none().then_some(hosts);
+        let inflight = crate::inflight::InflightBytes::new(config.max_inflight_bytes);
         let payload_limit = config.max_message_bytes;
         let state = web::Data::new(AppState {
             config,
@@ -198,6 +199,7 @@ impl Application {
             limits,
             origins,
             hosts,
+            inflight,
             readiness: Readiness::default(),
             shutdown: shutdown_rx,
         });

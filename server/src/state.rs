@@ -26,6 +26,8 @@ pub struct AppState {
     /// With auth off, the names requests may give the server (DNS rebinding); `None` with
     /// auth on.
     pub hosts: Option<AllowedHosts>,
+    /// The byte budget of large messages and bodies in flight.
+    pub inflight: Arc<crate::inflight::InflightBytes>,
     /// The last readiness answer (`/readyz` checks the store at most once a second).
     pub readiness: Readiness,
     /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).

@@ -263,3 +263,71 @@ async fn presence_is_bounded_per_state_and_per_connection() {
     );
     app.stop().await;
 }
+
+/// Every connection may send a message just under `--max-message-bytes`; many at once used to
+/// make the server buffer that many times the limit. Large messages now share one budget
+/// (`--max-inflight-bytes`), reserved from their headers: over it a newcomer is refused as
+/// busy (1013; HTTP 503 with Retry-After) before its bytes arrive, and the budget comes back
+/// when the holder is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_in_flight_share_one_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_message_bytes = 1024 * 1024;
+    config.max_inflight_bytes = 1024 * 1024;
+    let app = spawn_app(config).await;
+    let addr = app.addr.to_string();
+
+    // One connection declares 800 KiB and sends a little of it: it holds 800 KiB.
+    let (mut holder, status) = raw_handshake(&addr, "/budget", "").await;
+    assert!(status.contains("101"), "{status}");
+    holder
+        .write_all(&frame_header(true, 2, 800 * 1024))
+        .await
+        .unwrap();
+    holder.write_all(&[0u8; 1024]).await.unwrap();
+    poll_until("the holder's reservation", || async {
+        metric(&addr, "weft_inflight_bytes").await >= (800 * 1024) as f64
+    })
+    .await;
+
+    // Another declares 800 KiB too: refused from its header.
+    let (mut second, _) = raw_handshake(&addr, "/budget", "").await;
+    second
+        .write_all(&frame_header(true, 2, 800 * 1024))
+        .await
+        .unwrap();
+    let code = read_close_code(&mut second, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1013), "refused as busy");
+    // So is a large request body, before it is read.
+    let response = reqwest::Client::new()
+        .post(app.http_url("/api/docs/budget/update"))
+        .body(vec![0u8; 800 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // Small messages are never held up.
+    let mut writer = TestClient::connect_synced(&app.ws_url("budget")).await;
+    writer.insert(0, "small edits flow").await;
+
+    // Once the holder is gone, the budget is back: a large edit goes through.
+    drop(holder);
+    poll_until("the reservation is given back", || async {
+        metric(&addr, "weft_inflight_bytes").await == 0.0
+    })
+    .await;
+    let mut reader = TestClient::connect_synced(&app.ws_url("budget")).await;
+    writer.insert(0, &"y".repeat(500 * 1024)).await;
+    reader
+        .pump_until("the large edit", |c| c.text().len() > 500 * 1024)
+        .await;
+    app.stop().await;
+}

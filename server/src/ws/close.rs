@@ -59,6 +59,14 @@ impl End {
         matches!(self, End::Closed(CloseCode::Invalid, _))
     }
 
+    /// The server's budget for large messages in flight is spent (1013: try again later).
+    pub fn busy() -> End {
+        End::Closed(
+            CloseCode::Again,
+            "too many large messages in flight; try again shortly".into(),
+        )
+    }
+
     /// A message over the size limit.
     pub fn too_large(max: usize) -> End {
         End::Closed(CloseCode::Size, format!("message over {max} bytes"))

@@ -45,6 +45,7 @@ use weft_crdt::{CloseReason, ConnId, DocError, DocName, Outbox, Session};
 use super::close::End;
 use super::expiry::Expiry;
 use super::frame::frame_header;
+use crate::inflight::Reservation;
 use crate::limits::{ConnectionPermit, RateLimiter};
 use crate::state::AppState;
 use crate::wire::{Incoming, SessionEnd, WireProtocol};
@@ -144,6 +145,8 @@ pub struct Connection {
     read_buf: BytesMut,
     /// The fragments of a message sent in several frames, so far.
     fragments: Option<BytesMut>,
+    /// What the message being received holds of the server's in-flight budget.
+    inflight: Reservation,
     /// Encoded frames for the socket, handed to the dispatcher at the end of each poll.
     write_buf: BytesMut,
     ping: Pin<Box<Sleep>>,
@@ -168,6 +171,7 @@ impl Connection {
         let max = state.config.max_message_bytes;
         let period = state.config.ping_interval;
         let rate = RateLimiter::new(state.config.max_messages_per_second);
+        let inflight = state.inflight.reservation();
         Connection {
             state,
             conn: client.conn,
@@ -179,6 +183,7 @@ impl Connection {
             codec: Codec::new().max_size(max),
             read_buf: BytesMut::new(),
             fragments: None,
+            inflight,
             write_buf: BytesMut::new(),
             // The first ping is one period away.
             ping: Box::pin(tokio::time::sleep(period)),
@@ -237,8 +242,14 @@ impl Connection {
         } else {
             0
         };
-        if before.saturating_add(declared) > max {
+        let whole = before.saturating_add(declared);
+        if whole > max {
             self.end(End::too_large(max as usize));
+            return false;
+        }
+        // Within the limit, but large: it must fit the budget all connections share.
+        if !self.inflight.grow_to(whole as usize) {
+            self.end(End::busy());
             return false;
         }
         true
@@ -364,6 +375,10 @@ impl Connection {
             match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(frame)) => {
                     self.on_frame(frame);
+                    if self.fragments.is_none() {
+                        // The message has been handed on (or dropped).
+                        self.inflight.release();
+                    }
                     continue;
                 }
                 Ok(None) => {}
