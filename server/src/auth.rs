@@ -86,6 +86,10 @@ pub struct Claims {
     /// Not valid before, in seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The audience written into issued tokens (`--auth-audience`). Never read from a token:
+    /// jsonwebtoken checks a token's `aud` (a string or a list) against the setting.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 impl Claims {
@@ -123,6 +127,14 @@ pub enum AuthSetupError {
         "no auth secret configured: pass --auth-secret, --auth-secret-file or WEFT_AUTH_SECRET"
     )]
     NoSecret,
+    /// The token would outlive `--auth-max-token-lifetime`, so the server would refuse it.
+    #[error("a token valid for {asked} would be refused: --auth-max-token-lifetime is {max}")]
+    TooLong {
+        /// The lifetime asked for.
+        asked: String,
+        /// The longest the server accepts.
+        max: String,
+    },
     /// Signing failed.
     #[error("cannot sign the token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
@@ -133,6 +145,8 @@ pub struct Authenticator {
     verifiers: Vec<(DecodingKey, Validation)>,
     signer: Option<EncodingKey>,
     max_lifetime: Option<Duration>,
+    /// `--auth-audience`: checked in tokens, written into issued ones.
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -224,6 +238,7 @@ impl Authenticator {
             verifiers,
             signer,
             max_lifetime: config.auth_max_token_lifetime,
+            audience: config.auth_audience.clone(),
         }))
     }
 
@@ -267,11 +282,26 @@ impl Authenticator {
     }
 
     /// Signs an HS256 token with the shared secret.
+    /// Issues a token as this server checks them: with the configured audience, and refused
+    /// if it would outlive the longest lifetime the server accepts.
     pub fn issue(&self, claims: &Claims) -> Result<String, AuthSetupError> {
         let key = self.signer.as_ref().ok_or(AuthSetupError::NoSecret)?;
+        if let Some(max) = self.max_lifetime {
+            let lifetime = claims.exp.saturating_sub(now_secs());
+            if lifetime > max.as_secs() {
+                return Err(AuthSetupError::TooLong {
+                    asked: humantime::format_duration(Duration::from_secs(lifetime)).to_string(),
+                    max: humantime::format_duration(max).to_string(),
+                });
+            }
+        }
+        let mut claims = claims.clone();
+        if claims.aud.is_none() {
+            claims.aud = self.audience.clone();
+        }
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            claims,
+            &claims,
             key,
         )?)
     }
@@ -288,6 +318,7 @@ pub fn claims_for(sub: &str, doc: &str, perm: Permission, ttl: Duration) -> Clai
         perm,
         exp: (now + ttl).as_secs(),
         nbf: None,
+        aud: None,
     }
 }
 

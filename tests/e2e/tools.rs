@@ -235,3 +235,39 @@ async fn export_and_import_round_trip_through_yjs_files() {
     let (ok, out) = weft(&["import", "--data-dir", fresh_data, "--in", out_arg]);
     assert!(!ok && out.contains("unexpected file"), "{out}");
 }
+
+/// `weft token` issues tokens the server, started with the same settings, accepts: with the
+/// audience it checks, and never longer-lived than it allows (it used to print tokens the
+/// server then refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_issued_as_the_server_checks_them() {
+    const SECRET: &str = "a-tools-test-secret-long-enough-for-hs256";
+    let settings = [
+        "--auth-secret",
+        SECRET,
+        "--auth-audience",
+        "weft-tools-test",
+        "--auth-max-token-lifetime",
+        "1day",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeftProcess::start(dir.path(), &settings);
+    let mut args = vec!["token", "--doc", "issued", "--ttl", "1h"];
+    args.extend_from_slice(&settings);
+    let (ok, token) = weft(&args);
+    assert!(ok, "{token}");
+    let status = reqwest::Client::new()
+        .get(server.http_url("/api/docs/issued/json"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_ne!(status, 401, "the server accepts what the tool issued");
+
+    let mut args = vec!["token", "--doc", "issued", "--ttl", "7days"];
+    args.extend_from_slice(&settings);
+    let (ok, out) = weft(&args);
+    assert!(!ok && out.contains("--auth-max-token-lifetime"), "{out}");
+    assert_eq!(server.terminate(), Some(0));
+}
