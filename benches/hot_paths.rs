@@ -78,6 +78,8 @@ fn broadcast_to_1000(c: &mut Criterion) {
                 conn: uuid::Uuid::from_u128(i),
                 user: "bench".into(),
                 can_write: true,
+                durable_acks: false,
+                stateless: false,
             };
             sessions.push(registry.join(&name, info, queue).await.expect("join"));
             inboxes.push(outbox);

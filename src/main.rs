@@ -86,6 +86,9 @@ enum Command {
         /// The user id (`sub` claim).
         #[arg(long, default_value = "weft-cli")]
         sub: String,
+        /// Let a read token send stateless messages (Hocuspocus clients; `stateless` claim).
+        #[arg(long)]
+        allow_stateless: bool,
         #[command(flatten)]
         auth: AuthConfig,
     },
@@ -127,11 +130,14 @@ async fn main() -> anyhow::Result<()> {
             perm,
             ttl,
             sub,
+            allow_stateless,
             auth,
         }) => {
             let auth = Authenticator::from_config(&auth)?
                 .context("no auth secret configured: pass --auth-secret or WEFT_AUTH_SECRET")?;
-            println!("{}", auth.issue(&claims_for(&sub, &doc, perm, ttl))?);
+            let mut claims = claims_for(&sub, &doc, perm, ttl);
+            claims.stateless = allow_stateless;
+            println!("{}", auth.issue(&claims)?);
             Ok(())
         }
         Some(Command::Fsck { store, json }) => run_fsck(&store, json).await,

@@ -70,6 +70,8 @@ pub(crate) enum SessionMessage {
     },
     /// Answer with every presence state.
     QueryAwareness,
+    /// Relay to the other sessions (a lib0 string, as received).
+    Stateless(Bytes),
 }
 
 /// Why the actor stops.

@@ -26,6 +26,11 @@ pub struct SessionInfo {
     pub user: Arc<str>,
     /// Whether it may change the document.
     pub can_write: bool,
+    /// Whether it is told when each of its updates is durable: a [`crate::protocol::MSG_DURABLE`]
+    /// frame per update, once stored (a wire protocol that acknowledges writes asks for it).
+    pub durable_acks: bool,
+    /// Whether it may send stateless messages (relayed to the document's other sessions).
+    pub stateless: bool,
 }
 
 /// Why the document side ended a session. The server maps these to WebSocket close codes.

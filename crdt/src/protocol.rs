@@ -23,6 +23,13 @@ pub const MSG_AWARENESS: u8 = 1;
 pub const MSG_AUTH: u8 = 2;
 /// Tag of a query-awareness message.
 pub const MSG_QUERY_AWARENESS: u8 = 3;
+/// Tag of Weft's own "your update is durable" notice to a session that asked for them
+/// ([`crate::SessionInfo::durable_acks`]). Not a y-protocols message: the wire protocol turns
+/// it into its own (Hocuspocus: SyncStatus) or drops it (y-websocket).
+pub const MSG_DURABLE: u8 = 100;
+/// Tag of Weft's own stateless message, relayed between sessions: the tag, then the payload
+/// as a lib0 string. Not a y-protocols message (Hocuspocus: Stateless; y-websocket: dropped).
+pub const MSG_STATELESS: u8 = 101;
 
 /// A decoded, validated message from a client.
 #[derive(Debug)]
@@ -42,6 +49,10 @@ pub enum ClientMessage {
     QueryAwareness,
     /// An auth message; clients have no business sending one and it is ignored.
     Auth,
+    /// A stateless message for the document's other sessions: the payload, a lib0 string as
+    /// the client encoded it (length prefix included). Wire protocols that carry them produce
+    /// it; y-protocols has no such message.
+    Stateless(Bytes),
 }
 
 /// A document update received from a client: the raw v1 bytes (stored and relayed) and the
@@ -242,6 +253,19 @@ pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
 /// Encodes the y-protocols auth "permission denied" message with a human-readable reason.
 pub fn encode_permission_denied(reason: &str) -> Bytes {
     encode_message(&Message::Auth(Some(reason.to_owned())))
+}
+
+/// The [`MSG_DURABLE`] notice (shared, never allocated).
+pub fn encode_durable() -> Bytes {
+    Bytes::from_static(&[MSG_DURABLE])
+}
+
+/// A [`MSG_STATELESS`] frame around `payload` (a lib0 string, length prefix included).
+pub fn encode_stateless(payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 1);
+    frame.push(MSG_STATELESS);
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
 }
 
 /// Encodes a query-awareness message.

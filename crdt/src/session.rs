@@ -64,6 +64,10 @@ impl Session {
                 conn: self.conn,
                 message: SessionMessage::QueryAwareness,
             },
+            ClientMessage::Stateless(payload) => DocCommand::Message {
+                conn: self.conn,
+                message: SessionMessage::Stateless(payload),
+            },
             // Clients have no business sending auth messages: read and ignored.
             ClientMessage::Auth => {
                 self.sender.abort_send();

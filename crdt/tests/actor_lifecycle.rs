@@ -183,6 +183,8 @@ async fn an_actor_that_panics_fails_its_callers_and_cleans_up() {
         conn: uuid::Uuid::new_v4(),
         user: "a".into(),
         can_write: true,
+        durable_acks: false,
+        stateless: false,
     };
     let joined = tokio::time::timeout(WAIT, h.registry.join(&name("bug"), info, queue))
         .await
@@ -214,6 +216,8 @@ async fn shutdown_leaves_no_document_running() {
                     conn: uuid::Uuid::new_v4(),
                     user: "racer".into(),
                     can_write: true,
+                    durable_acks: false,
+                    stateless: false,
                 };
                 let doc = name(&format!("race-{round}-{i}"));
                 match registry.join(&doc, info, queue).await {

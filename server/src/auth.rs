@@ -90,6 +90,10 @@ pub struct Claims {
     /// jsonwebtoken checks a token's `aud` (a string or a list) against the setting.
     #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// Whether a read token may send stateless messages (Hocuspocus clients); write tokens
+    /// always may.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stateless: bool,
 }
 
 impl Claims {
@@ -319,6 +323,7 @@ pub fn claims_for(sub: &str, doc: &str, perm: Permission, ttl: Duration) -> Clai
         exp: (now + ttl).as_secs(),
         nbf: None,
         aud: None,
+        stateless: false,
     }
 }
 
@@ -353,6 +358,12 @@ impl Access {
         self.claims.as_ref().map(|c| c.exp)
     }
 
+    /// Whether this caller may send stateless messages: with write access, or a read token
+    /// whose `stateless` claim is true.
+    pub fn may_send_stateless(&self) -> bool {
+        self.permission == Permission::Write || self.claims.as_ref().is_some_and(|c| c.stateless)
+    }
+
     /// Whether this caller may see document `name` (always, when auth is off).
     pub fn covers(&self, name: &str) -> bool {
         self.claims.as_ref().is_none_or(|c| c.covers(name))
@@ -367,6 +378,23 @@ pub fn authorize(
     name: Option<&DocName>,
     needed: Permission,
 ) -> Result<Access, ApiError> {
+    if auth.is_none() {
+        return authorize_token(None, None, "", "", name, needed);
+    }
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    authorize_token(auth, token_of(req), &peer, req.path(), name, needed)
+}
+
+/// [`authorize`] for a token that did not come with an HTTP request (a Hocuspocus client sends
+/// one per document inside the WebSocket); `peer` and `path` are for the log line.
+pub fn authorize_token(
+    auth: Option<&Authenticator>,
+    token: Option<String>,
+    peer: &str,
+    path: &str,
+    name: Option<&DocName>,
+    needed: Permission,
+) -> Result<Access, ApiError> {
     let Some(auth) = auth else {
         return Ok(Access {
             sub: "anonymous".into(),
@@ -374,16 +402,15 @@ pub fn authorize(
             claims: None,
         });
     };
-    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let doc = name.map(|n| n.as_str()).unwrap_or("");
     let refuse = |error: ApiError| {
         let reason = crate::telemetry::escape(&error.to_string()).into_owned();
-        let path = crate::telemetry::escape(req.path()).into_owned();
+        let path = crate::telemetry::escape(path).into_owned();
         tracing::warn!(doc, %peer, %path, %reason, "request refused");
         metrics::counter!("weft_auth_refusals_total").increment(1);
         Err(error)
     };
-    let Some(token) = token_of(req) else {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
         return refuse(ApiError::Unauthorized("a token is required".into()));
     };
     let claims = match auth.verify(&token) {

@@ -22,6 +22,8 @@ pub(super) struct Outgoing {
     /// Frames and bytes of `direct` per session, so a question is refused before its answer
     /// is computed when the answers already pending would not fit the session's queue.
     pub direct_pending: HashMap<ConnId, (usize, usize)>,
+    /// Stateless frames for every session but their sender's.
+    pub stateless: Vec<(ConnId, Bytes)>,
     /// Awareness frames for every session, as received (or as encoded for a removal).
     pub awareness_frames: Vec<Bytes>,
     /// The awareness clients those frames changed (presence merges several frames into one).

@@ -128,7 +128,7 @@ impl Cluster {
                 frame,
             },
             Ok(ClientMessage::QueryAwareness) => Received::PresenceQuery,
-            Ok(ClientMessage::SyncStep1(_) | ClientMessage::Auth) => {
+            Ok(ClientMessage::SyncStep1(_) | ClientMessage::Auth | ClientMessage::Stateless(_)) => {
                 tracing::debug!(doc = %self.name, node = %from, "ignoring a message from another node");
                 Received::Nothing
             }

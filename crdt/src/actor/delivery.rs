@@ -107,6 +107,18 @@ impl Delivery {
         false
     }
 
+    /// Whether `conn` asked to be told when its updates are durable.
+    pub fn wants_acks(&self, conn: ConnId) -> bool {
+        self.sessions
+            .get(&conn)
+            .is_some_and(|s| s.info.durable_acks)
+    }
+
+    /// Whether `conn` may send stateless messages.
+    pub fn may_send_stateless(&self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_some_and(|s| s.info.stateless)
+    }
+
     pub fn contains(&self, conn: ConnId) -> bool {
         self.sessions.contains_key(&conn)
     }
@@ -199,6 +211,7 @@ impl Delivery {
         let (out, local_update) = sealed.into_parts();
         let Outgoing {
             direct,
+            stateless,
             awareness_frames,
             update_sources,
             remote_updates,
@@ -247,8 +260,13 @@ impl Delivery {
         }
         for (conn, session) in &self.sessions {
             let update = update_frame.as_ref().filter(|_| skip != Some(*conn));
+            let others_stateless = stateless
+                .iter()
+                .filter(|(sender, _)| sender != conn)
+                .map(|(_, frame)| frame);
             let delivered = awareness_frames
                 .iter()
+                .chain(others_stateless)
                 .chain(update)
                 .try_for_each(|frame| session.queue.push(frame.clone()));
             if let Err(why) = delivered {

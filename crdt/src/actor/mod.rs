@@ -360,7 +360,13 @@ impl DocActor {
                     }
                     return;
                 }
-                Some(true) => {}
+                Some(true) => {
+                    // Acknowledged once the batch is durable: direct frames go out only then
+                    // (and never if the batch is dropped).
+                    if self.delivery.wants_acks(conn) {
+                        out.reply(conn, protocol::encode_durable());
+                    }
+                }
             }
         }
         pending.push_back((update, origin));
@@ -411,6 +417,12 @@ impl DocActor {
             SessionMessage::QueryAwareness => {
                 if let Some(frame) = self.presence.everyone() {
                     out.reply(conn, frame);
+                }
+            }
+            SessionMessage::Stateless(payload) => {
+                if self.delivery.may_send_stateless(conn) {
+                    out.stateless
+                        .push((conn, protocol::encode_stateless(&payload)));
                 }
             }
         }

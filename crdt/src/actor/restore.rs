@@ -84,7 +84,9 @@ impl Restore {
             DocCommand::Join { .. } | DocCommand::Leave { .. } => false,
             DocCommand::Message { message, .. } => match message {
                 SessionMessage::SyncStep1(state_vector) => !state_vector.is_empty(),
-                SessionMessage::Awareness { .. } | SessionMessage::QueryAwareness => false,
+                SessionMessage::Awareness { .. }
+                | SessionMessage::QueryAwareness
+                | SessionMessage::Stateless(_) => false,
             },
             _ => true,
         }

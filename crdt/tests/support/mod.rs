@@ -132,6 +132,8 @@ impl Harness {
             conn: uuid::Uuid::new_v4(),
             user: user.into(),
             can_write,
+            durable_acks: false,
+            stateless: false,
         };
         let session = self
             .registry

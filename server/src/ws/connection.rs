@@ -25,6 +25,7 @@
 //! A connection ends with a WebSocket close code and one log line (see [`End`]). Dropping it
 //! tells its documents the sessions left and frees its connection slots.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -40,13 +41,16 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::Sleep;
 use weft_crdt::protocol::ClientMessage;
-use weft_crdt::{CloseReason, ConnId, DocError, DocName, Outbox, Session};
+use weft_crdt::{CloseReason, ConnId};
 
 use super::close::End;
 use super::expiry::Expiry;
 use super::frame::frame_header;
+use super::slot::DocSlot;
+
+mod open;
 use crate::inflight::Reservation;
-use crate::limits::{ConnectionPermit, RateLimiter};
+use crate::limits::RateLimiter;
 use crate::state::AppState;
 use crate::wire::{Incoming, SessionEnd, WireProtocol};
 
@@ -68,56 +72,10 @@ pub(crate) struct Client {
     pub conn: ConnId,
     /// The client's address (for its connection caps and its invalid messages).
     pub ip: IpAddr,
+    /// Its address and port, for log lines.
+    pub peer: String,
     /// When its token expires (seconds since the Unix epoch), if it has one.
     pub expires_at: Option<u64>,
-}
-
-/// A session joining its document: resolves to its line into the document.
-pub(crate) type Joining = Pin<Box<dyn Future<Output = Result<Session, DocError>>>>;
-
-/// Who connected, logged once the session has joined.
-pub(crate) struct Arrival {
-    /// The client's address.
-    pub addr: String,
-    /// Who authenticated it.
-    pub user: String,
-    /// Whether the session may only read.
-    pub read_only: bool,
-}
-
-/// One document session on a connection.
-pub(crate) struct DocSlot {
-    name: DocName,
-    /// The join in progress, and who is joining (logged once joined).
-    joining: Option<(Joining, Arrival)>,
-    /// Where decoded messages go once joined; dropping it tells the document the session left.
-    session: Option<Session>,
-    /// A decoded message waiting for room in the document's mailbox.
-    waiting: Option<ClientMessage>,
-    /// What the document queued for this session.
-    outbox: Outbox,
-    /// Holds this session's slot under the connection limits.
-    _permit: ConnectionPermit,
-}
-
-impl DocSlot {
-    /// A session joining `name`, whose document queues its frames on `outbox`.
-    pub(crate) fn joining(
-        name: DocName,
-        join: Joining,
-        arrival: Arrival,
-        outbox: Outbox,
-        permit: ConnectionPermit,
-    ) -> Self {
-        DocSlot {
-            name,
-            joining: Some((join, arrival)),
-            session: None,
-            waiting: None,
-            outbox,
-            _permit: permit,
-        }
-    }
 }
 
 /// Where a connection is in its life.
@@ -134,10 +92,17 @@ pub struct Connection {
     state: Arc<AppState>,
     conn: ConnId,
     ip: IpAddr,
+    peer: String,
     /// When the token expires.
     expiry: Expiry,
     protocol: Box<dyn WireProtocol>,
     slots: Vec<DocSlot>,
+    /// Messages for addresses the client has not opened yet (Hocuspocus: sent before their
+    /// Auth), in order, with their total size; bounded (see `open`).
+    held: Vec<(Arc<str>, ClientMessage, usize)>,
+    held_bytes: usize,
+    /// Addresses whose opening was refused: their messages are dropped until a new Auth.
+    refused: HashSet<Arc<str>>,
     /// What the client sends, as the dispatcher reads it.
     payload: Payload,
     codec: Codec,
@@ -176,9 +141,13 @@ impl Connection {
             state,
             conn: client.conn,
             ip: client.ip,
+            peer: client.peer,
             expiry: Expiry::new(client.expires_at),
             protocol,
             slots,
+            held: Vec::new(),
+            held_bytes: 0,
+            refused: HashSet::new(),
             payload,
             codec: Codec::new().max_size(max),
             read_buf: BytesMut::new(),
@@ -211,9 +180,10 @@ impl Connection {
         self.phase = Phase::Closing;
         self.fragments = None;
         for slot in &mut self.slots {
-            slot.waiting = None;
+            slot.waiting.clear();
             slot.outbox.close();
         }
+        self.held.clear();
         end.log(self.conn, &self.docs());
         if end.is_invalid_input() {
             // Counted against the address: one that keeps sending them is refused for a while.
@@ -257,17 +227,24 @@ impl Connection {
 
     /// A document's session ended for `reason`: the protocol says what that means.
     fn session_ended(&mut self, index: usize, reason: CloseReason) {
-        let name = self.slots[index].name.clone();
-        match self.protocol.session_ended(&name, &reason) {
+        let address = self.slots[index].address.clone();
+        match self.protocol.session_ended(&address, &reason) {
             SessionEnd::Connection => self.end(End::from_doc(reason)),
             SessionEnd::Session(frame) => {
+                let name = &self.slots[index].name;
                 tracing::info!(doc = %name, conn = %self.conn, reason = ?reason, "document session ended");
                 self.slots.remove(index);
                 if let Some(frame) = frame {
-                    Parser::write_message(&mut self.write_buf, &frame, OpCode::Binary, true, false);
+                    self.write_frame(&frame);
                 }
             }
         }
+    }
+
+    /// Queues one binary frame for the socket.
+    fn write_frame(&mut self, frame: &[u8]) {
+        self.bytes_out.increment(frame.len() as u64);
+        Parser::write_message(&mut self.write_buf, frame, OpCode::Binary, true, false);
     }
 
     /// Finishes joining documents; ready once none is joining any more.
@@ -294,17 +271,22 @@ impl Connection {
                         user = %crate::telemetry::escape(&arrival.user), read_only = arrival.read_only,
                         protocol = self.protocol.name(), "client connected");
                     slot.session = Some(session);
+                    if let Some(frame) = self.protocol.opened(&slot.address, arrival.read_only) {
+                        self.write_frame(&frame);
+                    }
                     index += 1;
                 }
                 Err(error) => {
-                    let name = slot.name.clone();
-                    if let SessionEnd::Connection = self
-                        .protocol
-                        .session_ended(&name, &CloseReason::Unavailable(error.to_string()))
-                    {
-                        self.end(End::join_failed(&error));
-                    } else {
-                        self.slots.remove(index);
+                    let address = slot.address.clone();
+                    match self.protocol.denied(&address, &error.to_string()) {
+                        Some(frame) => {
+                            tracing::info!(doc = %slot.name, conn = %self.conn, %error,
+                                "document could not be opened");
+                            self.slots.remove(index);
+                            self.refused.insert(address);
+                            self.write_frame(&frame);
+                        }
+                        None => self.end(End::join_failed(&error)),
                     }
                 }
             }
@@ -337,25 +319,26 @@ impl Connection {
     fn flush_waiting(&mut self, cx: &mut Context<'_>) -> bool {
         for index in 0..self.slots.len() {
             let slot = &mut self.slots[index];
-            let (Some(session), Some(message)) = (slot.session.as_mut(), slot.waiting.take())
-            else {
+            let Some(session) = slot.session.as_mut() else {
                 continue;
             };
-            match session.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    if session.send(message).is_err() {
+            while let Some(message) = slot.waiting.pop_front() {
+                match session.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if session.send(message).is_err() {
+                            self.session_ended(index, document_stopped());
+                            return false;
+                        }
+                    }
+                    Poll::Ready(Err(_)) => {
                         self.session_ended(index, document_stopped());
                         return false;
                     }
-                }
-                Poll::Ready(Err(_)) => {
-                    self.session_ended(index, document_stopped());
-                    return false;
-                }
-                Poll::Pending => {
-                    // Read no further until the document takes this one.
-                    slot.waiting = Some(message);
-                    return false;
+                    Poll::Pending => {
+                        // Read no further until the document takes this one.
+                        slot.waiting.push_front(message);
+                        return false;
+                    }
                 }
             }
         }
@@ -451,7 +434,8 @@ impl Connection {
 
     /// One complete binary message: rate-checked, decoded, and queued for its document.
     fn on_message(&mut self, message: Bytes) {
-        self.bytes_in.increment(message.len() as u64);
+        let size = message.len();
+        self.bytes_in.increment(size as u64);
         if self.expiry.expired() {
             return self.end(End::token_expired());
         }
@@ -463,19 +447,15 @@ impl Connection {
             ));
         }
         match self.protocol.decode(message) {
-            Ok(Incoming::Message { doc, message }) => {
-                let slot = self
-                    .slots
-                    .iter_mut()
-                    .find(|s| s.name == doc && s.session.is_some());
-                match slot {
-                    Some(slot) => slot.waiting = Some(message),
-                    None => self.end(End::Closed(
-                        CloseCode::Invalid,
-                        format!("document {doc} is not open on this connection"),
-                    )),
-                }
-            }
+            Ok(Incoming::Message { address, message }) => self.route(address, message, size),
+            Ok(Incoming::Open {
+                address,
+                doc,
+                token,
+            }) => self.open(address, doc, token),
+            Ok(Incoming::Refuse { address, reason }) => self.refuse(address, &reason),
+            Ok(Incoming::Close { address }) => self.close_address(&address),
+            Ok(Incoming::Nothing) => {}
             Err(error) => self.end(End::Closed(CloseCode::Invalid, error.to_string())),
         }
     }
@@ -493,7 +473,10 @@ impl Connection {
                 }
                 match slot.outbox.poll_recv(cx) {
                     Poll::Ready(Some(frame)) => {
-                        let frame = self.protocol.frame(&slot.name, frame);
+                        progress = true;
+                        let Some(frame) = self.protocol.frame(&slot.address, frame) else {
+                            continue;
+                        };
                         self.bytes_out.increment(frame.len() as u64);
                         Parser::write_message(
                             &mut self.write_buf,
@@ -502,7 +485,6 @@ impl Connection {
                             true,
                             false,
                         );
-                        progress = true;
                     }
                     Poll::Ready(None) => {
                         // The document let go of the session: it says why (a session it never
@@ -536,15 +518,16 @@ impl MessageBody for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
-        if this.phase == Phase::Open && this.poll_joins(cx).is_pending() {
-            return Poll::Pending;
-        }
+        // While a document is joining, nothing more is read (what follows may be for it).
+        let joining = this.phase == Phase::Open && this.poll_joins(cx).is_pending();
         if this.phase == Phase::Open {
             this.poll_expiry(cx);
         }
         if this.phase == Phase::Open {
             this.poll_ping(cx);
-            this.poll_incoming(cx);
+            if !joining {
+                this.poll_incoming(cx);
+            }
             this.poll_queues(cx);
         }
         if !this.write_buf.is_empty() {

@@ -23,6 +23,15 @@ impl Expiry {
         }
     }
 
+    /// Ends the connection at `at` too, if that is sooner (a connection carrying several
+    /// documents, each opened with its own token, ends when the first of them expires).
+    pub fn tighten(&mut self, at: Option<u64>) {
+        let Some(at) = at else { return };
+        if self.at.is_none_or(|current| at < current) {
+            *self = Expiry::new(Some(at));
+        }
+    }
+
     /// Whether the token has expired.
     pub fn expired(&self) -> bool {
         self.at.is_some_and(|exp| now() >= exp)

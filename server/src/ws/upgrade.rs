@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use weft_crdt::store::DocStatus;
-use weft_crdt::{session_queue, DocName, QueueLimits, SessionInfo};
+use weft_crdt::DocName;
 
-use super::connection::{Arrival, Client, Connection, DocSlot};
+use super::connection::{Client, Connection};
+use super::slot::{DocSlot, Joiner};
 use crate::auth::{self, Permission};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::wire::YWebsocket;
+use crate::wire::{Hocuspocus, YWebsocket};
 
 /// `GET /<doc-name>` with `Upgrade: websocket`: validates the name, takes a connection slot and
 /// upgrades; the response body joins the document and serves the connection (y-websocket).
@@ -31,6 +32,9 @@ pub async fn upgrade(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = req.path().trim_start_matches('/');
+    if raw == HOCUSPOCUS_PATH {
+        return upgrade_hocuspocus(req, body, state);
+    }
     let name = DocName::new(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     state.origins.check(&req)?;
     let access = auth::authorize(state.auth.as_ref(), &req, Some(&name), Permission::Read)?;
@@ -48,36 +52,62 @@ pub async fn upgrade(
         })?;
     let conn = uuid::Uuid::new_v4();
     let expires_at = access.expires_at();
-    let can_write = access.permission == Permission::Write;
-    let (queue, outbox) = session_queue(QueueLimits {
-        frames: state.config.outbound_queue,
-        bytes: state.config.outbound_queue_bytes,
-    });
-    let session = SessionInfo {
+    let state = state.into_inner();
+    let joiner = Joiner {
+        state: &state,
         conn,
-        user: Arc::from(access.sub.as_str()),
-        can_write,
+        access: &access,
+        peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        durable_acks: false,
+        check_deleted: false,
     };
-    let join = {
-        let registry = state.registry.clone();
-        let name = name.clone();
-        Box::pin(async move { registry.join(&name, session, queue).await })
-    };
-    let arrival = Arrival {
-        addr: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-        user: access.sub,
-        read_only: !can_write,
-    };
-    let slot = DocSlot::joining(name.clone(), join, arrival, outbox, permit);
+    let slot = DocSlot::join(joiner, Arc::from(name.as_str()), name.clone(), permit);
     let connection = Connection::new(
-        state.into_inner(),
+        state,
         Client {
             conn,
             ip,
+            peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
             expires_at,
         },
-        Box::new(YWebsocket::new(name)),
+        Box::new(YWebsocket::new(&name)),
         vec![slot],
+        body.into_inner(),
+    );
+    Ok(HttpResponse::from(
+        handshake.body(connection).map_into_boxed_body(),
+    ))
+}
+
+/// The path Hocuspocus providers connect to (`ws://host/hocuspocus`); a y-websocket client
+/// cannot open a document of this name.
+pub const HOCUSPOCUS_PATH: &str = "hocuspocus";
+
+/// `GET /hocuspocus` with `Upgrade: websocket`: a Hocuspocus connection. Only the page's origin
+/// and the address's penalty are checked here; each document is opened (its token checked, a
+/// connection slot taken) by the client's Auth message for it, inside the connection.
+fn upgrade_hocuspocus(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.origins.check(&req)?;
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    state.limits.check_penalty(ip)?;
+    let mut handshake = actix_http::ws::handshake(req.head())
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let connection = Connection::new(
+        state.into_inner(),
+        Client {
+            conn: uuid::Uuid::new_v4(),
+            ip,
+            peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            expires_at: None,
+        },
+        Box::new(Hocuspocus::new()),
+        Vec::new(),
         body.into_inner(),
     );
     Ok(HttpResponse::from(
