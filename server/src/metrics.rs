@@ -43,7 +43,18 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("weft_connections", "Open WebSocket connections");
+    describe_gauge!(
+        "weft_connections",
+        "Open document sessions (a Hocuspocus socket holds one per document)"
+    );
+    describe_gauge!(
+        "weft_sockets",
+        "Open WebSocket connections, by wire protocol (protocol=y-websocket|hocuspocus)"
+    );
+    describe_counter!(
+        "weft_stateless_messages_total",
+        "Stateless messages received, by wire protocol"
+    );
     describe_gauge!("weft_documents_loaded", "Documents in memory");
     describe_counter!("weft_updates_applied_total", "Updates applied and stored");
     describe_counter!(

@@ -348,6 +348,9 @@ impl TestClient {
             }
             ClientMessage::Auth => self.denied += 1,
             ClientMessage::QueryAwareness => {}
+            ClientMessage::Stateless(_) => {
+                panic!("a y-websocket client was sent a stateless message")
+            }
         }
     }
 

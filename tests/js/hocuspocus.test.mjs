@@ -39,6 +39,31 @@ test('a Hocuspocus provider and a y-websocket client edit one document live', as
   await waitFor('the provider to see it', () => hp.text() === 'from y-websocket;from hocuspocus;')
   assert.deepEqual(hp.events.authenticated, ['read-write'])
   await waitFor('every change acknowledged', () => hp.provider.unsyncedChanges === 0)
+
+  // Presence crosses protocols, both ways.
+  hp.provider.setAwarenessField('user', { name: 'Tiptap Tess' })
+  yws.awareness.setLocalStateField('user', { name: 'Websocket Walt' })
+  const names = states => [...states.values()].map(s => s.user?.name).filter(Boolean).sort()
+  await waitFor('y-websocket to see the provider', () => names(yws.awareness.getStates()).includes('Tiptap Tess'))
+  await waitFor('the provider to see y-websocket', () => names(hp.provider.awareness.getStates()).includes('Websocket Walt'))
+
+  // Concurrent edits from both protocols converge.
+  const more = [track(hocuspocusClient(server.url, 'shared/doc')), await connectClient(server.url, 'shared/doc')]
+  closers.push(() => more[1].close())
+  await waitFor('the second provider to sync', () => more[0].provider.isSynced)
+  const all = [hp, yws, ...more]
+  for (let round = 0; round < 30; round++) {
+    all.forEach((c, i) => {
+      const text = c.doc.getText('text')
+      text.insert(Math.floor(Math.random() * (text.length + 1)), `[${i}.${round}]`)
+      c.doc.getMap('map').set(`k${i}`, round)
+    })
+  }
+  // Map keys come out in arrival order: sort them.
+  const snapshot = c => JSON.stringify([c.doc.getText('text').toString(), Object.entries(c.doc.getMap('map').toJSON()).sort()])
+  await waitFor('all four to converge', () => all.every(c => snapshot(c) === snapshot(all[0])), { timeoutMs: 20000 })
+  for (let i = 0; i < 4; i++) assert.match(hp.text(), new RegExp(`\\[${i}\\.29\\]`))
+  await waitFor('the providers acknowledged', () => hp.provider.unsyncedChanges === 0 && more[0].provider.unsyncedChanges === 0)
 })
 
 test('SyncStatus means durable: acknowledged edits survive kill -9', async () => {
@@ -86,6 +111,7 @@ test('many documents on one socket, each with its own token; closing one leaves 
   assert.equal(readerA.doc.getText('text').toString(), 'a still works')
   assert.equal(writerB.doc.getText('text').toString(), 'written to b')
   assert.ok(b.provider.unsyncedChanges > 0, 'the refused edit is not acknowledged')
+  await waitFor('the refused edit to be answered', () => b.events.authFailed.some(r => /read-only/.test(r)))
 
   // Closing a leaves b open on the same socket.
   a.provider.destroy()

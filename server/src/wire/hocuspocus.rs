@@ -13,7 +13,8 @@
 //!   otherwise (the connection's other documents go on).
 //! - SyncStatus(true) acknowledges each update (SyncStep2 or Update) **once it is durable**:
 //!   the document's [`MSG_DURABLE`] notice, sent after the store's flush. A read-only session's
-//!   update is answered SyncStatus(false) and changes nothing.
+//!   update changes nothing and is answered PermissionDenied (Hocuspocus answers
+//!   SyncStatus(false); the provider keeps the change counted as unsynced either way).
 //! - Stateless payloads are relayed to the document's other sessions as Stateless (what the
 //!   provider's `onStateless` receives); y-websocket sessions do not see them.
 //! - A deleted document closes its session with Close (and a reason); anything else that ends
@@ -196,8 +197,13 @@ impl WireProtocol for Hocuspocus {
                 body.extend_from_slice(&message[1..]);
                 addressed(address, &body)
             }
-            // The document refused a read-only session's update.
-            Some(&MSG_AUTH) => addressed(address, &[SYNC_STATUS, 0]),
+            // The document refused a read-only session's update: y-protocols' permission
+            // denied (`2 0 reason`) becomes Hocuspocus's (`2 1 reason`).
+            Some(&MSG_AUTH) => {
+                let mut body = vec![AUTH as u8, AUTH_PERMISSION_DENIED];
+                body.extend_from_slice(message.get(2..).unwrap_or_default());
+                addressed(address, &body)
+            }
             _ => addressed(address, &message),
         })
     }
@@ -321,8 +327,11 @@ mod tests {
             .frame("d", weft_crdt::protocol::encode_durable())
             .unwrap();
         assert_eq!(&durable[..], &[1, b'd', 8, 1]);
-        let denied = weft_crdt::protocol::encode_permission_denied("read-only");
-        assert_eq!(&wire.frame("d", denied).unwrap()[..], &[1, b'd', 8, 0]);
+        let denied = weft_crdt::protocol::encode_permission_denied("ro");
+        assert_eq!(
+            &wire.frame("d", denied).unwrap()[..],
+            &[1, b'd', 2, 1, 2, b'r', b'o']
+        );
         let stateless = weft_crdt::protocol::encode_stateless(&[2, b'h', b'i']);
         assert_eq!(
             &wire.frame("d", stateless).unwrap()[..],

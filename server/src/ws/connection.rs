@@ -137,6 +137,8 @@ impl Connection {
         let period = state.config.ping_interval;
         let rate = RateLimiter::new(state.config.max_messages_per_second);
         let inflight = state.inflight.reservation();
+        let protocol_name = protocol.name();
+        metrics::gauge!("weft_sockets", "protocol" => protocol_name).increment(1.0);
         Connection {
             state,
             conn: client.conn,
@@ -160,8 +162,8 @@ impl Connection {
             rate,
             phase: Phase::Open,
             ended: false,
-            bytes_in: metrics::counter!("weft_bytes_in_total"),
-            bytes_out: metrics::counter!("weft_bytes_out_total"),
+            bytes_in: metrics::counter!("weft_bytes_in_total", "protocol" => protocol_name),
+            bytes_out: metrics::counter!("weft_bytes_out_total", "protocol" => protocol_name),
         }
     }
 
@@ -544,6 +546,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The dispatcher drops the body when the socket fails or closes under it. (A session
         // dropped while joining has nothing to log: it never connected.)
+        metrics::gauge!("weft_sockets", "protocol" => self.protocol.name()).decrement(1.0);
         let joined = self.slots.iter().any(|s| s.session.is_some());
         if !self.ended && joined {
             End::ClientGone.log(self.conn, &self.docs());

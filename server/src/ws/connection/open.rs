@@ -26,6 +26,10 @@ impl Connection {
     /// A message for `address`: to its session, held until its Auth, or dropped if the
     /// address was refused.
     pub(super) fn route(&mut self, address: Arc<str>, message: ClientMessage, size: usize) {
+        if let ClientMessage::Stateless(_) = message {
+            metrics::counter!("weft_stateless_messages_total", "protocol" => self.protocol.name())
+                .increment(1);
+        }
         if let Some(slot) = self.slots.iter_mut().find(|s| s.address == address) {
             slot.waiting.push_back(message);
             return;
