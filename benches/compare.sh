@@ -10,6 +10,9 @@
 #   - Hocuspocus                 @hocuspocus/server@4.7.0 with yjs@13 (npm), run by the minimal
 #                                in-memory server benches/peer-servers/hocuspocus.mjs
 #   - y-sweet 0.9.1              cargo install y-sweet --version 0.9.1 --locked
+# Servers (PEERS): weft, node-ref, hocuspocus, y-sweet, and weft-hp: Weft's Hocuspocus endpoint
+# (/hocuspocus) driven with the Hocuspocus framing, to set against hocuspocus and against weft's
+# own y-websocket endpoint (its ratios to both are printed when it runs).
 # Each server is pinned to CPU 0 and the load generator (target/release/weft-load) to CPU 1.
 # Prints one JSON line per run and a table with the Weft/peer ratio of every figure.
 # Env: PEERS="weft node-ref hocuspocus y-sweet" DURATION=20 SKIP_INSTALL=1
@@ -59,7 +62,7 @@ start_server() {
   local name=$1 port=$2 data=$3
   LOAD_ARGS=""
   case $name in
-    weft|weft-base)
+    weft|weft-base|weft-hp)
       local bin=$root/target/release/weft
       local extra=""
       if [ "$name" = weft-base ]; then
@@ -70,7 +73,11 @@ start_server() {
       taskset -c 0 "$bin" --addr "127.0.0.1:$port" --data-dir "$data" \
         --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
         --max-messages-per-second 1000000 $extra >"$data.log" 2>&1 &
-      URL_TEMPLATE="ws://127.0.0.1:$port/{doc}" ;;
+      URL_TEMPLATE="ws://127.0.0.1:$port/{doc}"
+      if [ "$name" = weft-hp ]; then
+        URL_TEMPLATE="ws://127.0.0.1:$port/hocuspocus"
+        LOAD_ARGS="--protocol hocuspocus"
+      fi ;;
     node-ref)
       HOST=127.0.0.1 PORT=$port taskset -c 0 node \
         "$peers_dir/node-ref/node_modules/@y/websocket-server/src/server.js" >"$data.log" 2>&1 &
@@ -175,6 +182,21 @@ for scen, servers in by.items():
         ratios = [f"{w / meds[n]:.2f}" if w is not None and meds[n] else "-" for n in names if n != "weft"]
         print(f"| {k} | " + " | ".join(fmt(meds[n]) for n in names) + " | " + " | ".join(ratios) + " |")
     print()
+    # Weft's Hocuspocus endpoint against Hocuspocus itself and against Weft's y-websocket one.
+    if "weft-hp" in names:
+        others = [n for n in ("hocuspocus", "weft") if n in names]
+        print("| figure | " + " | ".join(f"weft-hp/{n}" for n in others) + " |")
+        print("|---" * (1 + len(others)) + "|")
+        for k in keys:
+            h = median(servers["weft-hp"], k)
+            if h is None:
+                continue
+            cells = []
+            for n in others:
+                m = median(servers[n], k)
+                cells.append(f"{h / m:.2f}" if m else "-")
+            print(f"| {k} | " + " | ".join(cells) + " |")
+        print()
     if n_rounds > 1:
         for n in names:
             print(f"{n} p99 per round: " + ", ".join(fmt(r.get("latency_ms_p99")) for r in servers[n]))

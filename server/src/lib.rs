@@ -9,9 +9,9 @@
 //!   A new store backend is wired in here (`open_store`).
 //! - [`ws`]: WebSocket connections: the checks before the upgrade, the connection that serves a
 //!   socket and every document session on it, how it ends.
-//! - [`wire`]: the wire-protocol seam ([`wire::WireProtocol`]) and its implementations
-//!   (y-websocket). A second protocol (Hocuspocus) is a new file there plus its route in
-//!   `startup`.
+//! - [`wire`]: the wire-protocol seam ([`wire::WireProtocol`]) and its implementations,
+//!   y-websocket and Hocuspocus (`/hocuspocus`, routed in `ws::upgrade`). A third protocol is a
+//!   new file there plus its path in `ws::upgrade`.
 //! - [`admin`]: tools for a stopped server's store: `weft fsck`, `migrate`, `export`, `import`.
 //! - [`auth`]: JWT verification and issuing, per-document permissions.
 //! - [`api`]: the HTTP document API under `/api`.

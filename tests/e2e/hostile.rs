@@ -165,7 +165,7 @@ async fn raw_upgrade_status(addr: std::net::SocketAddr, path: &[u8]) -> u16 {
     let mut request = b"GET /".to_vec();
     request.extend_from_slice(path);
     request.extend_from_slice(
-        b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b" HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     stream.write_all(&request).await.unwrap();

@@ -10,6 +10,8 @@
 //! - [`presence`]: awareness states and who owns them;
 //! - [`mailbox`]: taking commands in batches, and leaving the registry;
 //! - [`cluster`]: the fan-out to other nodes;
+//! - [`sessions`]: what the sessions' commands do (join, updates, questions, presence,
+//!   stateless messages, leave);
 //! - [`batch`]: what one batch produced; [`merge`]: merging updates in linear time.
 //!
 //! The actor takes whatever is waiting as one batch, applies its updates in one transaction,
@@ -26,6 +28,7 @@ mod mailbox;
 mod merge;
 mod presence;
 mod restore;
+mod sessions;
 mod setup;
 
 use std::sync::Arc;
@@ -42,13 +45,12 @@ use self::mailbox::Mailbox;
 use self::presence::{Presence, Source};
 use self::restore::Restore;
 pub(crate) use self::setup::ActorSetup;
-use crate::command::{DocCommand, Origin, SessionMessage, Stop};
+use crate::command::{DocCommand, Origin, Stop};
 use crate::config::DocConfig;
 use crate::error::DocError;
 use crate::hooks::Hooks;
 use crate::name::DocName;
-use crate::outbox::{CloseReason, ConnId, SessionInfo, SessionQueue};
-use crate::protocol::{self, IncomingUpdate};
+use crate::outbox::CloseReason;
 use crate::recovery;
 use crate::remote::RemoteEvent;
 use crate::store::{LogPos, StoreError};
@@ -334,105 +336,6 @@ impl DocActor {
         }
         self.presence.session_left(info.conn, out);
         self.hooks.emit(&self.name, |h| h.left(&self.name, &info));
-    }
-
-    fn take_update(
-        &mut self,
-        origin: Origin,
-        update: IncomingUpdate,
-        pending: &mut Pending,
-        out: &mut Outgoing,
-    ) {
-        if let Origin::Session(conn) = origin {
-            match self.delivery.can_write(conn) {
-                // Closed while this update was queued.
-                None => return,
-                // Closed earlier in this batch.
-                Some(_) if out.closes(conn) => return,
-                Some(false) => {
-                    if self.delivery.may_answer(conn, out) {
-                        out.reply(
-                            conn,
-                            protocol::encode_permission_denied(
-                                "read-only connection: update ignored",
-                            ),
-                        );
-                    }
-                    return;
-                }
-                Some(true) => {
-                    // Acknowledged once the batch is durable: direct frames go out only then
-                    // (and never if the batch is dropped).
-                    if self.delivery.wants_acks(conn) {
-                        out.reply(conn, protocol::encode_durable());
-                    }
-                }
-            }
-        }
-        pending.push_back((update, origin));
-    }
-
-    fn join(&mut self, session: SessionInfo, queue: SessionQueue, out: &mut Outgoing) {
-        let conn = session.conn;
-        self.hooks
-            .emit(&self.name, |h| h.joined(&self.name, &session));
-        self.presence.joined(&session);
-        self.delivery.join(session, queue);
-        if self.restore.is_pending() {
-            self.restore.await_step1(conn);
-        } else {
-            out.reply(conn, protocol::encode_sync_step1(&self.doc.state_vector()));
-        }
-        if let Some(frame) = self.presence.everyone() {
-            out.reply(conn, frame);
-        }
-    }
-
-    fn message(&mut self, conn: ConnId, message: SessionMessage, out: &mut Outgoing) {
-        if !self.delivery.contains(conn) || out.closes(conn) {
-            return; // Closed while this message was queued, or earlier in this batch.
-        }
-        let asks = matches!(
-            message,
-            SessionMessage::SyncStep1(_) | SessionMessage::QueryAwareness
-        );
-        // An answer is refused before it is computed when the session's queue could not take
-        // it: a client that stops reading and keeps asking is too slow, not a memory sink.
-        if asks && !self.delivery.may_answer(conn, out) {
-            return;
-        }
-        match message {
-            SessionMessage::SyncStep1(state_vector) => {
-                if state_vector.is_empty() && self.restore.is_pending() {
-                    self.restore.answered_from_store(conn);
-                }
-                // Cached while the document is unchanged: a flood of identical requests shares
-                // one frame.
-                out.reply(conn, self.doc.sync_step2_frame(&state_vector));
-            }
-            SessionMessage::Awareness { update, frame } => {
-                self.presence
-                    .apply(Source::Session(conn), update, frame, out);
-            }
-            SessionMessage::QueryAwareness => {
-                if let Some(frame) = self.presence.everyone() {
-                    out.reply(conn, frame);
-                }
-            }
-            SessionMessage::Stateless(payload) => {
-                if self.delivery.may_send_stateless(conn) {
-                    out.stateless
-                        .push((conn, protocol::encode_stateless(&payload)));
-                }
-            }
-        }
-    }
-
-    fn leave(&mut self, conn: ConnId, out: &mut Outgoing) {
-        if let Some(info) = self.delivery.leave(conn) {
-            self.presence.session_left(conn, out);
-            self.hooks.emit(&self.name, |h| h.left(&self.name, &info));
-        }
     }
 
     /// Handles what another node said; a deletion there stops this actor too.

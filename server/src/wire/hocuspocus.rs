@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn sync_messages_are_y_protocols_after_the_address() {
         let mut wire = Hocuspocus::new();
-        match wire.decode(message("d", &[0, 0, 0])).unwrap() {
+        match wire.decode(message("d", &[0, 0, 1, 0])).unwrap() {
             Incoming::Message {
                 message: ClientMessage::SyncStep1(sv),
                 ..

@@ -4,8 +4,9 @@
 //! into the request payload and polls the response body whenever the socket can take more or
 //! something the body waits on wakes it. [`Connection`] is that body, and it is the whole
 //! connection: it serves one document session per document open on it (y-websocket: exactly
-//! one), speaking the [`WireProtocol`] it was given. Each poll it
-//! - finishes joining documents (nothing is read from the client meanwhile);
+//! one; Hocuspocus: any number, each opened by the client's Auth for it, see `open`), speaking
+//! the [`WireProtocol`] it was given. Each poll it
+//! - finishes joining documents (nothing more is read from the client meanwhile);
 //! - reads the client's frames from the payload (actix-http's WebSocket codec; fragmented
 //!   messages are reassembled), has the protocol decode each message and hands it to its
 //!   document's session; while a document's mailbox is full it stops reading, so the socket
@@ -14,7 +15,7 @@
 //!   header arrives (1009), so no more than that is ever buffered for one message;
 //! - answers pings, sends its own every `--ping-interval`, and ends the connection when the
 //!   client has sent nothing for `--client-timeout`, or when its token expires (4401: nothing
-//!   it sends after `exp` reaches a document);
+//!   it sends after `exp` reaches a document), or when it has held no document that long;
 //! - writes every frame its documents queued, framed by the protocol, up to 32 KiB per poll.
 //!
 //! So a connection costs one task (the dispatcher's) and one queue per document session, and a
@@ -116,6 +117,8 @@ pub struct Connection {
     write_buf: BytesMut,
     ping: Pin<Box<Sleep>>,
     last_heard: Instant,
+    /// Since when no document has been open on the connection (Hocuspocus).
+    docless_since: Option<Instant>,
     rate: RateLimiter,
     phase: Phase,
     /// Whether the end has been logged (it is logged once).
@@ -159,6 +162,7 @@ impl Connection {
             // The first ping is one period away.
             ping: Box::pin(tokio::time::sleep(period)),
             last_heard: Instant::now(),
+            docless_since: None,
             rate,
             phase: Phase::Open,
             ended: false,
@@ -310,6 +314,19 @@ impl Connection {
                     "client timed out (no pong)".into(),
                 ));
                 return;
+            }
+            // A socket holding no document holds no connection slot either: it may not idle.
+            if self.slots.is_empty() {
+                let since = *self.docless_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.state.config.client_timeout {
+                    self.end(End::Closed(
+                        CloseCode::Policy,
+                        "no document opened on this connection".into(),
+                    ));
+                    return;
+                }
+            } else {
+                self.docless_since = None;
             }
             Parser::write_message(&mut self.write_buf, b"", OpCode::Ping, true, false);
             let next = tokio::time::Instant::now() + self.state.config.ping_interval;

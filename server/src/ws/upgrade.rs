@@ -9,6 +9,9 @@
 //! document refuses with a y-protocols "permission denied" message. A document that cannot be
 //! opened closes the connection right after the upgrade (1013, or 1001 while the server shuts
 //! down), which y-websocket clients answer by reconnecting later.
+//!
+//! `/hocuspocus` is the Hocuspocus endpoint: only the origin and the address's penalty are
+//! checked before its upgrade; each document on it is checked when the client's Auth opens it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
