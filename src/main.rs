@@ -119,6 +119,14 @@ impl StoreArgs {
             .await
             .with_context(|| format!("opening the store {spec}"))
     }
+
+    /// Opens a store that must exist already (a tool reading it).
+    async fn open_existing(&self) -> anyhow::Result<std::sync::Arc<dyn weft_crdt::DocStore>> {
+        let spec = self.spec()?;
+        stores::open_existing(&spec)
+            .await
+            .with_context(|| format!("opening the store {spec}"))
+    }
 }
 
 #[tokio::main]
@@ -143,10 +151,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Fsck { store, json }) => run_fsck(&store, json).await,
         Some(Command::Migrate { from, to, merge }) => run_migrate(&from, &to, merge).await,
         Some(Command::Export { store, out }) => {
-            let store = store.open().await?;
+            let store = store.open_existing().await?;
             let report = archive::export(store.as_ref(), &out, |name| eprintln!("exported {name}"))
                 .await
                 .with_context(|| format!("exporting into {}", out.display()))?;
+            println!("{} deletions exported", report.deleted);
             finish(report.documents, "exported", &report.damaged)
         }
         Some(Command::Import {
@@ -160,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
             .with_context(|| format!("importing {}", input.display()))?;
+            deletions(report.deleted, &report.kept);
             finish(report.documents, "imported", &report.damaged)
         }
         None => serve(cli.server).await,
@@ -168,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_migrate(from: &StoreSpec, to: &StoreSpec, merge: bool) -> anyhow::Result<()> {
     anyhow::ensure!(from != to, "--from and --to name the same store");
-    let source = stores::open(from)
+    let source = stores::open_existing(from)
         .await
         .with_context(|| format!("opening {from}"))?;
     let destination = stores::open(to)
@@ -179,7 +189,16 @@ async fn run_migrate(from: &StoreSpec, to: &StoreSpec, merge: bool) -> anyhow::R
     })
     .await
     .with_context(|| format!("migrating {from} to {to}"))?;
+    deletions(report.deleted, &report.kept);
     finish(report.copied, "copied and verified", &report.damaged)
+}
+
+/// Prints the deletions a tool carried over, and those `--merge` did not (content kept).
+fn deletions(deleted: usize, kept: &[String]) {
+    for name in kept {
+        println!("KEPT {name} (deleted in the source, content in the destination kept by --merge)");
+    }
+    println!("{deleted} deletions carried over");
 }
 
 /// Prints a tool's summary; exit 1 if damaged records were left out.
@@ -202,7 +221,7 @@ fn finish(
 }
 
 async fn run_fsck(store: &StoreArgs, json: bool) -> anyhow::Result<()> {
-    let store = store.open().await?;
+    let store = store.open_existing().await?;
     let reports = fsck::check(store.as_ref()).await?;
     let damaged: Vec<_> = reports.iter().filter(|r| !r.damage.is_empty()).collect();
     if json {

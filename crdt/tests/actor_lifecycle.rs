@@ -168,6 +168,10 @@ impl DocStore for PanickingStore {
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
         Ok(Vec::new())
     }
+
+    async fn deleted(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// An actor that panics must not leave callers retrying forever, a document counted as loaded,

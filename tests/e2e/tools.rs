@@ -271,3 +271,120 @@ async fn tokens_are_issued_as_the_server_checks_them() {
     assert!(!ok && out.contains("--auth-max-token-lifetime"), "{out}");
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// Deletions travel with the documents: a store copied by `weft migrate` or restored from
+/// `weft export` never brings a deleted document back (they used to copy only the live ones,
+/// so the copy of a deleted document's tombstone was lost and old clients could recreate it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_survive_migrate_export_and_import() {
+    const GONE: &str = "tools/gone";
+    let source = tempfile::tempdir().unwrap();
+    write_docs(with_store(source.path(), None)).await;
+    {
+        let app = spawn_app(with_store(source.path(), None)).await;
+        let mut writer = TestClient::connect_synced(&app.ws_url(GONE)).await;
+        writer.insert(0, "secret").await;
+        drop(writer);
+        let status = reqwest::Client::new()
+            .delete(app.http_url(&format!("/api/docs/{GONE}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+        app.stop().await;
+    }
+    let still_deleted = |dir: std::path::PathBuf| async move {
+        let app = spawn_app(with_store(&dir, None)).await;
+        assert_eq!(refused_status(&app.ws_url(GONE)).await, 410, "in {dir:?}");
+        app.stop().await;
+        check_docs(with_store(&dir, None)).await;
+    };
+
+    // migrate
+    let migrated = tempfile::tempdir().unwrap();
+    let (ok, out) = weft(&[
+        "migrate",
+        "--from",
+        &sled(source.path()),
+        "--to",
+        &sled(migrated.path()),
+    ]);
+    assert!(ok && out.contains("1 deletions carried over"), "{out}");
+    still_deleted(migrated.path().to_path_buf()).await;
+
+    // export and import
+    let exported = tempfile::tempdir().unwrap();
+    let out_dir = exported.path().join("export");
+    let out_arg = out_dir.to_str().unwrap();
+    let source_data = source.path().to_str().unwrap();
+    let (ok, out) = weft(&["export", "--data-dir", source_data, "--out", out_arg]);
+    assert!(ok && out.contains("1 deletions exported"), "{out}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["deleted"], serde_json::json!([GONE]));
+    let restored = tempfile::tempdir().unwrap();
+    let restored_data = restored.path().to_str().unwrap();
+    let (ok, out) = weft(&["import", "--data-dir", restored_data, "--in", out_arg]);
+    assert!(ok && out.contains("1 deletions carried over"), "{out}");
+    still_deleted(restored.path().to_path_buf()).await;
+
+    // A destination holding content under the deleted name: refused, or kept with --merge.
+    let busy = tempfile::tempdir().unwrap();
+    {
+        let app = spawn_app(with_store(busy.path(), None)).await;
+        let mut writer = TestClient::connect_synced(&app.ws_url(GONE)).await;
+        writer.insert(0, "theirs").await;
+        drop(writer);
+        app.stop().await;
+    }
+    let busy_data = busy.path().to_str().unwrap();
+    let (ok, out) = weft(&["import", "--data-dir", busy_data, "--in", out_arg]);
+    assert!(!ok && out.contains("already has content"), "{out}");
+    let (ok, out) = weft(&[
+        "import",
+        "--data-dir",
+        busy_data,
+        "--in",
+        out_arg,
+        "--merge",
+    ]);
+    assert!(ok && out.contains(&format!("KEPT {GONE}")), "{out}");
+
+    // A manifest naming a document twice is refused before anything is written.
+    let mut twice = manifest.clone();
+    twice["deleted"] = serde_json::json!(["tools/a"]);
+    std::fs::write(out_dir.join("manifest.json"), twice.to_string()).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_data = fresh.path().to_str().unwrap();
+    let (ok, out) = weft(&["import", "--data-dir", fresh_data, "--in", out_arg]);
+    assert!(!ok && out.contains("more than once"), "{out}");
+}
+
+/// A tool reading a store refuses a sled directory that holds none, instead of creating an
+/// empty database there and reporting "0 documents" (a mistyped path looked like an empty store).
+#[test]
+fn reading_tools_refuse_a_directory_without_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let missing_arg = missing.to_str().unwrap();
+    let (ok, out) = weft(&["fsck", "--data-dir", missing_arg]);
+    assert!(!ok && out.contains("no Weft store"), "{out}");
+    let (ok, out) = weft(&[
+        "export",
+        "--data-dir",
+        missing_arg,
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("no Weft store"), "{out}");
+    let (ok, out) = weft(&[
+        "migrate",
+        "--from",
+        &sled(&missing),
+        "--to",
+        &sled(&dir.path().join("to")),
+    ]);
+    assert!(!ok && out.contains("no Weft store"), "{out}");
+    assert!(!missing.exists(), "nothing was created");
+}

@@ -256,6 +256,18 @@ impl DocStore for PostgresStore {
             .collect())
     }
 
+    async fn deleted(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await.map_err(postgres_error)?;
+        let rows = client
+            .query(
+                "SELECT name FROM weft_docs WHERE deleted ORDER BY name COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(postgres_error)?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(postgres_error)?;
         client

@@ -146,6 +146,18 @@ impl DocStore for SledStore {
         .await
     }
 
+    async fn deleted(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|trees| {
+            let mut out = Vec::new();
+            for item in trees.tombstones.iter() {
+                let (key, _) = item.map_err(sled_error)?;
+                out.push(String::from_utf8_lossy(&key).into_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         // A round through the writer, flush included: it is alive and the disk takes writes.
         self.write(WriteOp::Flush).await.map(drop)

@@ -120,9 +120,26 @@ where
     assert!(!store.delete(&a).await.expect("delete"), "deleting twice");
     let (names, _) = listed(store.clone()).await;
     assert_eq!(names, vec![a_b.to_string(), ab.to_string()], "not listed");
+    let tombstones = store.deleted().await.expect("deleted");
+    assert!(
+        tombstones.contains(&a.to_string()),
+        "its tombstone is listed"
+    );
+    assert!(
+        !tombstones.contains(&ab.to_string()),
+        "live documents are not"
+    );
     // ... until it is created again: empty, positions from 0.
     assert!(store.create(&a).await.expect("create"), "created again");
     assert_eq!(store.status(&a).await.expect("status"), DocStatus::Exists);
+    assert!(
+        !store
+            .deleted()
+            .await
+            .expect("deleted")
+            .contains(&a.to_string()),
+        "no tombstone once created again"
+    );
     assert!(store.load(&a).await.expect("load").is_empty());
     assert_eq!(
         store.append(&a, vec![rec("again")]).await.expect("append"),

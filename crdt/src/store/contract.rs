@@ -135,6 +135,10 @@ pub trait DocStore: Send + Sync + 'static {
     /// Every document that exists, in name order.
     async fn list(&self) -> Result<Vec<DocInfo>, StoreError>;
 
+    /// Every document that is deleted (has a tombstone), in name order: what a copy of the
+    /// store must carry so that nothing deleted comes back (`weft migrate`, `export`).
+    async fn deleted(&self) -> Result<Vec<String>, StoreError>;
+
     /// Whether the store works right now (for readiness checks).
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())

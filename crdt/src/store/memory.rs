@@ -143,6 +143,15 @@ impl DocStore for MemoryStore {
             })
             .collect())
     }
+
+    async fn deleted(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .docs()
+            .iter()
+            .filter(|(_, entry)| entry.deleted)
+            .map(|(name, _)| name.to_string())
+            .collect())
+    }
 }
 
 #[cfg(test)]

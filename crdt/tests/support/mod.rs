@@ -356,6 +356,10 @@ impl DocStore for GatedStore {
     async fn list(&self) -> Result<Vec<weft_crdt::store::DocInfo>, StoreError> {
         self.inner.list().await
     }
+
+    async fn deleted(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.deleted().await
+    }
 }
 
 /// Waits (polling, in virtual time under a paused clock) until `done` holds.

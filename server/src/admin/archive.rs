@@ -6,8 +6,12 @@
 //! ```json
 //! {"format": "weft-export", "version": 1, "exportedAt": 1764000000000,
 //!  "documents": [{"name": "team/plan", "file": "docs/000001.yjs", "bytes": 1234,
-//!                 "sha256": "…", "empty": false}]}
+//!                 "sha256": "…", "empty": false}],
+//!  "deleted": ["old/draft"]}
 //! ```
+//!
+//! `deleted` names the store's deleted documents (tombstones), so that restoring an export
+//! never brings a deleted document back (an export without it deletes nothing).
 //!
 //! Files are numbered rather than named after their documents: a document name may contain
 //! `/` and `..`, which must never become a path. The manifest is written last, so an export that
@@ -23,7 +27,7 @@ use weft_crdt::recovery::Damage;
 use weft_crdt::store::StoreError;
 use weft_crdt::{DocName, DocStore};
 
-use super::copy::{self, CopyError, DocState};
+use super::copy::{self, CopyError, Deletion, DocState};
 
 /// The manifest's `format`.
 const FORMAT: &str = "weft-export";
@@ -42,6 +46,9 @@ pub struct Manifest {
     pub exported_at: u64,
     /// Every document.
     pub documents: Vec<Entry>,
+    /// Every deleted document (tombstone).
+    #[serde(default)]
+    pub deleted: Vec<String>,
 }
 
 /// One document of an export.
@@ -92,6 +99,10 @@ pub struct Report {
     pub documents: usize,
     /// Documents whose damaged records were left out.
     pub damaged: Vec<(String, Vec<Damage>)>,
+    /// Deletions exported, or carried into the store.
+    pub deleted: usize,
+    /// Deleted in the export, but with content in the store that `--merge` kept.
+    pub kept: Vec<String>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -160,6 +171,12 @@ pub async fn export(
         report.documents += 1;
         progress(name.as_str());
     }
+    let deleted: Vec<String> = copy::tombstones(store)
+        .await?
+        .into_iter()
+        .map(|name| name.to_string())
+        .collect();
+    report.deleted = deleted.len();
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -167,6 +184,7 @@ pub async fn export(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         documents,
+        deleted,
     };
     let path = dir.join("manifest.json");
     let json = serde_json::to_vec_pretty(&manifest)
@@ -175,8 +193,15 @@ pub async fn export(
     Ok(report)
 }
 
-/// Reads and checks an export's manifest and files: each document's name and state.
-fn read_export(dir: &Path) -> Result<Vec<(DocName, DocState)>, ArchiveError> {
+/// What an export holds, checked: each document's name and state, and the deleted names.
+struct Export {
+    docs: Vec<(DocName, DocState)>,
+    deleted: Vec<DocName>,
+}
+
+/// Reads and checks an export's manifest and files. Every name appears once (as a document or
+/// as a deletion).
+fn read_export(dir: &Path) -> Result<Export, ArchiveError> {
     let path = dir.join("manifest.json");
     let text = std::fs::read(&path).map_err(io(&path))?;
     let manifest: Manifest = serde_json::from_slice(&text)
@@ -189,10 +214,20 @@ fn read_export(dir: &Path) -> Result<Vec<(DocName, DocState)>, ArchiveError> {
             manifest.version
         )));
     }
+    let mut seen = std::collections::HashSet::new();
+    let mut once = |name: &str| -> Result<DocName, ArchiveError> {
+        let name =
+            DocName::new(name).map_err(|e| ArchiveError::Invalid(format!("{name:?}: {e}")))?;
+        if !seen.insert(name.to_string()) {
+            return Err(ArchiveError::Invalid(format!(
+                "{name} is named more than once in the manifest"
+            )));
+        }
+        Ok(name)
+    };
     let mut docs = Vec::with_capacity(manifest.documents.len());
     for entry in manifest.documents {
-        let name = DocName::new(&entry.name)
-            .map_err(|e| ArchiveError::Invalid(format!("{:?}: {e}", entry.name)))?;
+        let name = once(&entry.name)?;
         let file = PathBuf::from(&entry.file);
         // Only the files an export writes: never a path out of the directory.
         let plain = file.components().count() == 2
@@ -227,21 +262,32 @@ fn read_export(dir: &Path) -> Result<Vec<(DocName, DocState)>, ArchiveError> {
             },
         ));
     }
-    Ok(docs)
+    let deleted = manifest
+        .deleted
+        .iter()
+        .map(|name| once(name))
+        .collect::<Result<_, _>>()?;
+    Ok(Export { docs, deleted })
 }
 
-/// Writes every document of the export in `dir` into `store`, each verified. Without `merge`,
-/// nothing is written if any document already has content in the store.
+/// Writes every document of the export in `dir` into `store`, each verified, and its deletions.
+/// Without `merge`, nothing is written if any document (or deleted name) already has content in
+/// the store; with it, documents are merged and content under a deleted name is kept.
 pub async fn import(
     store: &dyn DocStore,
     dir: &Path,
     merge: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, ArchiveError> {
-    let docs = read_export(dir)?;
+    let Export { docs, deleted } = read_export(dir)?;
     if !merge {
         for (name, _) in &docs {
             if copy::has_content(store, name).await? {
+                return Err(CopyError::Exists(name.to_string()).into());
+            }
+        }
+        for name in &deleted {
+            if copy::deletion_destroys(store, name).await? {
                 return Err(CopyError::Exists(name.to_string()).into());
             }
         }
@@ -251,6 +297,12 @@ pub async fn import(
         copy::write(store, &name, &state).await?;
         report.documents += 1;
         progress(name.as_str());
+    }
+    for name in deleted {
+        match copy::write_deletion(store, &name, merge).await? {
+            Deletion::Deleted => report.deleted += 1,
+            Deletion::Kept => report.kept.push(name.to_string()),
+        }
     }
     Ok(report)
 }

@@ -1,4 +1,5 @@
-//! One document's whole state out of a store and into another, verified.
+//! One document's whole state out of a store and into another, verified; and a deletion
+//! (tombstone) carried over, so that a copied store never brings a deleted document back.
 
 use bytes::Bytes;
 use weft_crdt::recovery::{self, Damage, Rebuilt};
@@ -72,4 +73,55 @@ pub async fn write(
         return Err(CopyError::Mismatch(name.to_string()));
     }
     Ok(())
+}
+
+/// What carrying a deletion into a store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The destination now holds a tombstone for the document.
+    Deleted,
+    /// The destination had content under that name and merging was asked for: kept.
+    Kept,
+}
+
+/// The names deleted in `store` that are valid document names (others are skipped, warned).
+pub async fn tombstones(store: &dyn DocStore) -> Result<Vec<DocName>, StoreError> {
+    Ok(store
+        .deleted()
+        .await?
+        .into_iter()
+        .filter_map(|name| match DocName::new(&name) {
+            Ok(name) => Some(name),
+            Err(error) => {
+                tracing::warn!(doc = ?name, %error, "skipping a tombstone with an invalid name");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Whether carrying the deletion of `name` into `store` would destroy content there (refused
+/// without `--merge`, checked before anything is written).
+pub async fn deletion_destroys(store: &dyn DocStore, name: &DocName) -> Result<bool, StoreError> {
+    has_content(store, name).await
+}
+
+/// Carries the deletion of `name` into `store`: a tombstone, unless the destination has content
+/// under that name and `merge` is set (then its content is kept).
+pub async fn write_deletion(
+    store: &dyn DocStore,
+    name: &DocName,
+    merge: bool,
+) -> Result<Deletion, CopyError> {
+    if has_content(store, name).await? {
+        if merge {
+            return Ok(Deletion::Kept);
+        }
+        return Err(CopyError::Exists(name.to_string()));
+    }
+    store.delete(name).await?;
+    if store.status(name).await? != weft_crdt::store::DocStatus::Deleted {
+        return Err(CopyError::Mismatch(name.to_string()));
+    }
+    Ok(Deletion::Deleted)
 }

@@ -1,10 +1,11 @@
 //! `weft migrate`: copies every document from one store to another (sled to PostgreSQL or
-//! back), each one verified by reading it back from the destination.
+//! back), each one verified by reading it back from the destination, and every deletion
+//! (tombstone), so that nothing deleted in the source comes back in the destination.
 
 use weft_crdt::recovery::Damage;
 use weft_crdt::{DocName, DocStore};
 
-use super::copy::{self, CopyError};
+use super::copy::{self, CopyError, Deletion};
 
 /// What a migration did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -13,6 +14,10 @@ pub struct Report {
     pub copied: usize,
     /// Documents whose damaged records were left out (copied without them).
     pub damaged: Vec<(String, Vec<Damage>)>,
+    /// Deletions carried over (tombstones written).
+    pub deleted: usize,
+    /// Deleted in the source, but with content in the destination that `--merge` kept.
+    pub kept: Vec<String>,
 }
 
 /// Copies every document of `from` into `to`. Without `merge`, nothing is written if any
@@ -36,9 +41,15 @@ pub async fn migrate(
             }
         })
         .collect();
+    let deletions = copy::tombstones(from).await?;
     if !merge {
         for name in &names {
             if copy::has_content(to, name).await? {
+                return Err(CopyError::Exists(name.to_string()));
+            }
+        }
+        for name in &deletions {
+            if copy::deletion_destroys(to, name).await? {
                 return Err(CopyError::Exists(name.to_string()));
             }
         }
@@ -52,6 +63,12 @@ pub async fn migrate(
         }
         report.copied += 1;
         progress(name.as_str());
+    }
+    for name in deletions {
+        match copy::write_deletion(to, &name, merge).await? {
+            Deletion::Deleted => report.deleted += 1,
+            Deletion::Kept => report.kept.push(name.to_string()),
+        }
     }
     Ok(report)
 }

@@ -59,6 +59,21 @@ pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn DocStore>, StoreError> {
     }
 }
 
+/// Opens a store that must already exist: a tool reading a store (`fsck`, `export`, the source
+/// of `migrate`) given a mistyped sled directory must say so, not create an empty database and
+/// report "0 documents".
+pub async fn open_existing(spec: &StoreSpec) -> Result<Arc<dyn DocStore>, StoreError> {
+    if let StoreSpec::Sled(dir) = spec {
+        if !dir.join("db").is_file() {
+            return Err(StoreError::Other(format!(
+                "no Weft store in {} (no sled database there)",
+                dir.display()
+            )));
+        }
+    }
+    open(spec).await
+}
+
 #[cfg(feature = "postgres")]
 async fn open_postgres(url: &str) -> Result<Arc<dyn DocStore>, StoreError> {
     Ok(Arc::new(
