@@ -194,3 +194,12 @@ test('hostile Hocuspocus frames close that connection only', async () => {
   bystander.doc.getText('text').insert(0, 'unharmed')
   await waitFor('acknowledged', () => bystander.provider.unsyncedChanges === 0)
 })
+
+test('a socket that opens no document is closed', async () => {
+  const server = await start({ dataDir: tempDataDir(), args: ['--client-timeout', '1s', '--ping-interval', '200ms'] })
+  const started = Date.now()
+  const { closed } = await rawSocket(server.url)
+  // ws answers the server's pings, so only the missing document can end it.
+  assert.equal(await closed, 1008)
+  assert.ok(Date.now() - started < 5000, 'within a few pings of --client-timeout')
+})
