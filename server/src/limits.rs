@@ -72,9 +72,10 @@ pub struct ConnectionLimits {
 /// One counted connection; dropping it frees the slot.
 pub struct ConnectionPermit {
     limits: Arc<ConnectionLimits>,
-    doc: DocName,
+    /// The document and user it counts against (`None`: a socket with no document yet).
+    doc: Option<DocName>,
     ip: IpAddr,
-    user: String,
+    user: Option<String>,
 }
 
 impl ConnectionLimits {
@@ -157,9 +158,49 @@ impl ConnectionLimits {
         metrics::gauge!("weft_connections").set(total as f64);
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
-            doc: doc.clone(),
+            doc: Some(doc.clone()),
             ip,
-            user,
+            user: Some(user),
+        })
+    }
+
+    /// Takes a slot for a socket that has no document yet (a Hocuspocus connection before its
+    /// first Auth): counted in total and against its address, so sockets that never open a
+    /// document cannot go uncounted. Refused as [`Self::acquire`] refuses.
+    pub fn acquire_socket(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, ApiError> {
+        self.check_penalty(ip)?;
+        let caps = self.caps;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = |reason: &'static str, error: ApiError| {
+            metrics::counter!("weft_connections_refused_total", "reason" => reason).increment(1);
+            Err(error)
+        };
+        if self.total.load(Ordering::Relaxed) >= caps.total {
+            return refused(
+                "server_full",
+                ApiError::Unavailable(format!(
+                    "server is at its limit of {} connections",
+                    caps.total
+                )),
+            );
+        }
+        if open.per_ip.get(&ip) >= caps.per_ip {
+            return refused(
+                "address_share",
+                ApiError::TooMany(format!(
+                    "this address has its share of {} connections",
+                    caps.per_ip
+                )),
+            );
+        }
+        open.per_ip.add(&ip);
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("weft_connections").set(total as f64);
+        Ok(ConnectionPermit {
+            limits: Arc::clone(self),
+            doc: None,
+            ip,
+            user: None,
         })
     }
 
@@ -198,9 +239,13 @@ impl ConnectionLimits {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.per_doc.remove(&self.doc);
+        if let Some(doc) = &self.doc {
+            open.per_doc.remove(doc);
+        }
         open.per_ip.remove(&self.ip);
-        open.per_user.remove(&self.user);
+        if let Some(user) = &self.user {
+            open.per_user.remove(user);
+        }
         let total = self.limits.total.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::gauge!("weft_connections").set(total as f64);
     }

@@ -7,6 +7,8 @@ import * as encoding from 'lib0/encoding'
 import { startWeft, tempDataDir } from './lib/server.mjs'
 import { connectClient, waitFor } from './lib/clients.mjs'
 import { hocuspocusClient, hocuspocusSocket, mintToken, rawAuth, rawMessage, rawSocket } from './lib/hocuspocus.mjs'
+import { HocuspocusProvider } from '@hocuspocus/provider'
+import * as Y from 'yjs'
 
 const SECRET = 'a-hocuspocus-test-secret-long-enough'
 const servers = []
@@ -202,4 +204,38 @@ test('a socket that opens no document is closed', async () => {
   // ws answers the server's pings, so only the missing document can end it.
   assert.equal(await closed, 1008)
   assert.ok(Date.now() - started < 5000, 'within a few pings of --client-timeout')
+})
+
+test('one socket may hold the same document twice (sessionAwareness)', async () => {
+  const server = await start({ dataDir: tempDataDir() })
+  const socket = hocuspocusSocket(server.url)
+  closers.push(() => socket.destroy())
+  const twins = [0, 1].map(() => {
+    const doc = new Y.Doc()
+    const provider = new HocuspocusProvider({ websocketProvider: socket, name: 'twins', document: doc, sessionAwareness: true })
+    provider.attach()
+    closers.push(() => provider.destroy())
+    return { doc, provider }
+  })
+  await waitFor('both to sync', () => twins.every(t => t.provider.isSynced))
+  twins[0].doc.getText('text').insert(0, 'one;')
+  twins[1].doc.getText('text').insert(0, 'two;')
+  const text = t => t.doc.getText('text').toString()
+  await waitFor('both to converge', () => text(twins[0]).length === 8 && text(twins[0]) === text(twins[1]))
+  await waitFor('both acknowledged', () => twins.every(t => t.provider.unsyncedChanges === 0))
+})
+
+test('a socket is counted before it opens a document, and may not send large messages yet', async () => {
+  const server = await start({ dataDir: tempDataDir(), args: ['--max-connections-per-ip', '3'] })
+  const sockets = []
+  for (let i = 0; i < 3; i++) sockets.push(await rawSocket(server.url))
+  await assert.rejects(rawSocket(server.url), /429/, 'the address has its share')
+  for (const { ws, closed } of sockets) { ws.close(); await closed }
+  // Before any Auth, a large frame is refused from its header: no token vouches for it.
+  const { ws, closed } = await rawSocket(server.url)
+  ws.send(rawMessage('later', 0, e => { encoding.writeVarUint(e, 2); encoding.writeVarUint8Array(e, new Uint8Array(100000)) }))
+  assert.equal(await closed, 1009)
+  const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text()
+  const held = metrics.match(/^weft_inflight_bytes (\d+)/m)
+  assert.ok(!held || Number(held[1]) === 0, 'no budget was taken')
 })

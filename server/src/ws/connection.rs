@@ -104,6 +104,8 @@ pub struct Connection {
     held_bytes: usize,
     /// Addresses whose opening was refused: their messages are dropped until a new Auth.
     refused: HashSet<Arc<str>>,
+    /// The slot a socket holds before its first document is open (Hocuspocus).
+    socket_permit: Option<crate::limits::ConnectionPermit>,
     /// What the client sends, as the dispatcher reads it.
     payload: Payload,
     codec: Codec,
@@ -153,6 +155,7 @@ impl Connection {
             held: Vec::new(),
             held_bytes: 0,
             refused: HashSet::new(),
+            socket_permit: None,
             payload,
             codec: Codec::new().max_size(max),
             read_buf: BytesMut::new(),
@@ -169,6 +172,11 @@ impl Connection {
             bytes_in: metrics::counter!("weft_bytes_in_total", "protocol" => protocol_name),
             bytes_out: metrics::counter!("weft_bytes_out_total", "protocol" => protocol_name),
         }
+    }
+
+    /// Holds `permit` until the first document is open.
+    pub(crate) fn hold_socket_permit(&mut self, permit: crate::limits::ConnectionPermit) {
+        self.socket_permit = Some(permit);
     }
 
     /// The documents open on this connection, for log lines.
@@ -221,6 +229,18 @@ impl Connection {
         let whole = before.saturating_add(declared);
         if whole > max {
             self.end(End::too_large(max as usize));
+            return false;
+        }
+        // A large message on a socket with no document open would spend the shared budget for
+        // a client no token has vouched for (Hocuspocus: nothing is checked before Auth).
+        if whole > crate::inflight::SMALL as u64 && self.slots.is_empty() {
+            self.end(End::Closed(
+                CloseCode::Size,
+                format!(
+                    "messages over {} bytes need an open document",
+                    crate::inflight::SMALL
+                ),
+            ));
             return false;
         }
         // Within the limit, but large: it must fit the budget all connections share.

@@ -10,8 +10,9 @@
 //! opened closes the connection right after the upgrade (1013, or 1001 while the server shuts
 //! down), which y-websocket clients answer by reconnecting later.
 //!
-//! `/hocuspocus` is the Hocuspocus endpoint: only the origin and the address's penalty are
-//! checked before its upgrade; each document on it is checked when the client's Auth opens it.
+//! `/hocuspocus` is the Hocuspocus endpoint: the origin is checked and a connection slot taken
+//! (total and per address) before its upgrade; each document on it is checked, and takes a slot
+//! of its own, when the client's Auth opens it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -98,10 +99,14 @@ fn upgrade_hocuspocus(
     let ip = req
         .peer_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    state.limits.check_penalty(ip)?;
     let mut handshake = actix_http::ws::handshake(req.head())
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let connection = Connection::new(
+    // Counted like any connection until its first document is open (then that document's
+    // session is what counts).
+    let socket_permit = state.limits.acquire_socket(ip).inspect_err(|error| {
+        tracing::warn!(reason = %error, "hocuspocus connection refused");
+    })?;
+    let mut connection = Connection::new(
         state.into_inner(),
         Client {
             conn: uuid::Uuid::new_v4(),
@@ -113,6 +118,7 @@ fn upgrade_hocuspocus(
         Vec::new(),
         body.into_inner(),
     );
+    connection.hold_socket_permit(socket_permit);
     Ok(HttpResponse::from(
         handshake.body(connection).map_into_boxed_body(),
     ))

@@ -18,9 +18,11 @@ use crate::ws::slot::{DocSlot, Joiner};
 /// the documents of one page, not a crawl of the server.
 pub(crate) const MAX_ADDRESSES: usize = 256;
 
-/// Most messages held for addresses not opened yet, and their bytes.
-const MAX_HELD: usize = 64;
-const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// Most messages held for addresses not opened yet, and their bytes (counted twice: a held
+/// message is kept decoded beside its bytes). A provider sends little before its Auth (its
+/// presence, its SyncStep1), and a socket that has opened nothing is vouched for by no token.
+const MAX_HELD: usize = 32;
+const MAX_HELD_BYTES: usize = 256 * 1024;
 
 impl Connection {
     /// A message for `address`: to its session, held until its Auth, or dropped if the
@@ -39,11 +41,13 @@ impl Connection {
                 .increment(1);
             return;
         }
+        let size = size * 2;
         if self.held.len() >= MAX_HELD || self.held_bytes + size > MAX_HELD_BYTES {
             return self.end(End::Closed(
                 CloseCode::Policy,
                 format!(
-                    "more than {MAX_HELD} messages or {MAX_HELD_BYTES} bytes sent for documents before their Auth"
+                    "more than {MAX_HELD} messages or {} bytes sent for documents before their Auth",
+                    MAX_HELD_BYTES / 2
                 ),
             ));
         }
@@ -83,9 +87,12 @@ impl Connection {
             }
         };
         self.expiry.tighten(access.expires_at());
+        // Each document session has an id of its own: one socket may hold the same document
+        // at two addresses (the provider's `sessionAwareness`), and the document tells its
+        // sessions apart by id.
         let joiner = Joiner {
             state: &state,
-            conn: self.conn,
+            conn: uuid::Uuid::new_v4(),
             access: &access,
             peer: self.peer.clone(),
             durable_acks: self.protocol.durable_acks(),
@@ -103,6 +110,8 @@ impl Connection {
             }
         }
         self.slots.push(slot);
+        // From now on the socket is counted by its documents' sessions.
+        self.socket_permit = None;
     }
 
     /// Refuses `address` (its held messages are dropped) with a frame for the client; a
