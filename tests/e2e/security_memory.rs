@@ -331,3 +331,46 @@ async fn large_messages_in_flight_share_one_byte_budget() {
         .await;
     app.stop().await;
 }
+
+/// A large update broadcast to clients that do not read is held once, not once per client:
+/// each connection used to copy the whole frame into its write buffer (and the Hocuspocus
+/// framing copied it again), so 100 such clients and one 15 MiB update took 3.2 GB. Now a
+/// large frame's body is shared and handed to each socket a chunk at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_broadcast_to_clients_that_do_not_read_is_held_once() {
+    const RECEIVERS: usize = 24;
+    const SIZE: usize = 8 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeftProcess::start(dir.path(), &[]);
+    let addr = server.addr.clone();
+    let mut stalled = Vec::new();
+    for _ in 0..RECEIVERS {
+        let (stream, status) = raw_handshake(&addr, "/big-broadcast", "").await;
+        assert!(status.contains("101"), "{status}");
+        stalled.push(stream); // never read
+    }
+    let mut writer = TestClient::connect_synced(&server.ws_url("big-broadcast")).await;
+    let mut reader = TestClient::connect_synced(&server.ws_url("big-broadcast")).await;
+    poll_until("every receiver joined", || async {
+        metric(&addr, "weft_connections").await >= (RECEIVERS + 2) as f64
+    })
+    .await;
+    let before = server.peak_rss_kib();
+    writer.insert(0, &"z".repeat(SIZE)).await;
+    reader
+        .pump_until("the large update", |c| c.text().len() == SIZE)
+        .await;
+    // Give the stalled connections every chance to take (and copy) their frames.
+    writer.insert(0, "after").await;
+    reader
+        .pump_until("a later edit", |c| c.text().starts_with("after"))
+        .await;
+    let grown_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
+    let per_receiver_copy = RECEIVERS as u64 * (SIZE as u64 / (1024 * 1024));
+    assert!(
+        grown_mib < per_receiver_copy / 2,
+        "peak memory grew by {grown_mib} MiB for {RECEIVERS} stalled receivers of an 8 MiB frame"
+    );
+    drop(stalled);
+    assert_eq!(server.terminate(), Some(0));
+}

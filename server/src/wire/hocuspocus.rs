@@ -29,7 +29,7 @@ use weft_crdt::protocol::{
 };
 use weft_crdt::{CloseReason, DocName};
 
-use super::seam::{Incoming, SessionEnd, WireError, WireProtocol};
+use super::seam::{Framed, Incoming, SessionEnd, WireError, WireProtocol};
 
 const SYNC: u64 = 0;
 const AWARENESS: u64 = 1;
@@ -189,22 +189,21 @@ impl WireProtocol for Hocuspocus {
         Ok(Incoming::Message { address, message })
     }
 
-    fn frame(&self, address: &str, message: Bytes) -> Option<Bytes> {
-        Some(match message.first() {
-            Some(&MSG_DURABLE) => addressed(address, &[SYNC_STATUS, 1]),
-            Some(&MSG_STATELESS) => {
-                let mut body = vec![STATELESS as u8];
-                body.extend_from_slice(&message[1..]);
-                addressed(address, &body)
-            }
+    fn frame(&self, address: &str, message: Bytes) -> Option<Framed> {
+        // The body is the document's frame (or its tail): shared, never copied per client.
+        let (kind, body): (&[u8], Bytes) = match message.first() {
+            Some(&MSG_DURABLE) => (&[SYNC_STATUS, 1], Bytes::new()),
+            Some(&MSG_STATELESS) => (&[STATELESS as u8], message.slice(1..)),
             // The document refused a read-only session's update: y-protocols' permission
             // denied (`2 0 reason`) becomes Hocuspocus's (`2 1 reason`).
-            Some(&MSG_AUTH) => {
-                let mut body = vec![AUTH as u8, AUTH_PERMISSION_DENIED];
-                body.extend_from_slice(message.get(2..).unwrap_or_default());
-                addressed(address, &body)
+            Some(&MSG_AUTH) if message.len() >= 2 => {
+                (&[AUTH as u8, AUTH_PERMISSION_DENIED], message.slice(2..))
             }
-            _ => addressed(address, &message),
+            _ => (&[], message),
+        };
+        Some(Framed {
+            prefix: addressed(address, kind),
+            body,
         })
     }
 
@@ -320,21 +319,24 @@ mod tests {
         }
     }
 
+    fn whole(framed: Option<Framed>) -> Vec<u8> {
+        let framed = framed.unwrap();
+        [&framed.prefix[..], &framed.body[..]].concat()
+    }
+
     #[test]
     fn weft_notices_become_hocuspocus_messages() {
         let wire = Hocuspocus::new();
-        let durable = wire
-            .frame("d", weft_crdt::protocol::encode_durable())
-            .unwrap();
+        let durable = whole(wire.frame("d", weft_crdt::protocol::encode_durable()));
         assert_eq!(&durable[..], &[1, b'd', 8, 1]);
         let denied = weft_crdt::protocol::encode_permission_denied("ro");
         assert_eq!(
-            &wire.frame("d", denied).unwrap()[..],
+            whole(wire.frame("d", denied)),
             &[1, b'd', 2, 1, 2, b'r', b'o']
         );
         let stateless = weft_crdt::protocol::encode_stateless(&[2, b'h', b'i']);
         assert_eq!(
-            &wire.frame("d", stateless).unwrap()[..],
+            whole(wire.frame("d", stateless)),
             &[1, b'd', 5, 2, b'h', b'i']
         );
         let opened = wire.opened("d", true).unwrap();

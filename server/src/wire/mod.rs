@@ -12,5 +12,5 @@ mod seam;
 mod y_websocket;
 
 pub use hocuspocus::Hocuspocus;
-pub use seam::{Incoming, SessionEnd, WireError, WireProtocol};
+pub use seam::{Framed, Incoming, SessionEnd, WireError, WireProtocol};
 pub use y_websocket::YWebsocket;

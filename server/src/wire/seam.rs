@@ -46,6 +46,29 @@ pub enum Incoming {
     Nothing,
 }
 
+/// One message framed for the socket: a small prefix of the protocol's own, then a body that
+/// shares the document's frame (never copied per client: one large update broadcast to many
+/// slow clients is held once).
+#[derive(Debug, Clone)]
+pub struct Framed {
+    /// The protocol's bytes before the body (may be empty).
+    pub prefix: Bytes,
+    /// The rest, usually the document's frame itself.
+    pub body: Bytes,
+}
+
+impl Framed {
+    /// The message's whole length.
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.body.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Why a client's message could not be accepted: the connection closes with code 1007.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -71,7 +94,7 @@ pub trait WireProtocol: Send + 'static {
 
     /// Frames `message`, which the document queued for the session at `address`, for the
     /// socket; `None`: this protocol has no such message (it is not sent).
-    fn frame(&self, address: &str, message: Bytes) -> Option<Bytes>;
+    fn frame(&self, address: &str, message: Bytes) -> Option<Framed>;
 
     /// What it means for the connection that the session at `address` ended for `reason`.
     fn session_ended(&self, address: &str, reason: &CloseReason) -> SessionEnd;

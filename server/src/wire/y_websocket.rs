@@ -7,7 +7,7 @@ use bytes::Bytes;
 use weft_crdt::protocol::{decode_client_message, MSG_DURABLE, MSG_STATELESS};
 use weft_crdt::{CloseReason, DocName};
 
-use super::seam::{Incoming, SessionEnd, WireError, WireProtocol};
+use super::seam::{Framed, Incoming, SessionEnd, WireError, WireProtocol};
 
 /// The y-websocket protocol for a connection to `doc`.
 pub struct YWebsocket {
@@ -36,12 +36,15 @@ impl WireProtocol for YWebsocket {
         })
     }
 
-    fn frame(&self, _address: &str, message: Bytes) -> Option<Bytes> {
+    fn frame(&self, _address: &str, message: Bytes) -> Option<Framed> {
         // Weft's own notices have no y-websocket form (and a stock client would log them as
         // unknown messages).
         match message.first() {
             Some(&MSG_DURABLE | &MSG_STATELESS) => None,
-            _ => Some(message),
+            _ => Some(Framed {
+                prefix: Bytes::new(),
+                body: message,
+            }),
         }
     }
 

@@ -26,7 +26,7 @@
 //! A connection ends with a WebSocket close code and one log line (see [`End`]). Dropping it
 //! tells its documents the sessions left and frees its connection slots.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -50,6 +50,7 @@ use super::frame::frame_header;
 use super::slot::DocSlot;
 
 mod open;
+mod output;
 use crate::inflight::Reservation;
 use crate::limits::RateLimiter;
 use crate::state::AppState;
@@ -117,6 +118,10 @@ pub struct Connection {
     inflight: Reservation,
     /// Encoded frames for the socket, handed to the dispatcher at the end of each poll.
     write_buf: BytesMut,
+    /// A large frame on its way out, in order: what preceded it (its header included), then
+    /// its body, shared with the document and every other client (never copied). Handed to the
+    /// dispatcher [`MAX_CHUNK_BYTES`] at a time, before anything written to `write_buf` since.
+    sending: VecDeque<Bytes>,
     ping: Pin<Box<Sleep>>,
     last_heard: Instant,
     /// Since when no document has been open on the connection (Hocuspocus).
@@ -162,6 +167,7 @@ impl Connection {
             fragments: None,
             inflight,
             write_buf: BytesMut::new(),
+            sending: VecDeque::new(),
             // The first ping is one period away.
             ping: Box::pin(tokio::time::sleep(period)),
             last_heard: Instant::now(),
@@ -498,51 +504,6 @@ impl Connection {
             Err(error) => self.end(End::Closed(CloseCode::Invalid, error.to_string())),
         }
     }
-
-    /// Encodes the frames the documents queued, up to [`MAX_CHUNK_BYTES`], taking from each
-    /// document in turn.
-    fn poll_queues(&mut self, cx: &mut Context<'_>) {
-        let mut ended: Option<(usize, CloseReason)> = None;
-        let mut progress = true;
-        while progress && self.write_buf.len() < MAX_CHUNK_BYTES && ended.is_none() {
-            progress = false;
-            for (index, slot) in self.slots.iter_mut().enumerate() {
-                if slot.session.is_none() {
-                    continue;
-                }
-                match slot.outbox.poll_recv(cx) {
-                    Poll::Ready(Some(frame)) => {
-                        progress = true;
-                        let Some(frame) = self.protocol.frame(&slot.address, frame) else {
-                            continue;
-                        };
-                        self.bytes_out.increment(frame.len() as u64);
-                        Parser::write_message(
-                            &mut self.write_buf,
-                            &frame,
-                            OpCode::Binary,
-                            true,
-                            false,
-                        );
-                    }
-                    Poll::Ready(None) => {
-                        // The document let go of the session: it says why (a session it never
-                        // registered, or one it dropped without a word, could not go on).
-                        let reason = slot.outbox.end_reason().unwrap_or_else(document_stopped);
-                        ended = Some((index, reason));
-                        break;
-                    }
-                    Poll::Pending => {}
-                }
-                if self.write_buf.len() >= MAX_CHUNK_BYTES {
-                    break;
-                }
-            }
-        }
-        if let Some((index, reason)) = ended {
-            self.session_ended(index, reason);
-        }
-    }
 }
 
 impl MessageBody for Connection {
@@ -569,6 +530,15 @@ impl MessageBody for Connection {
             }
             this.poll_queues(cx);
         }
+        // A large frame first (a chunk at a time: the dispatcher copies what it is given into
+        // its own buffer, and asks for more only once the socket has taken it).
+        if let Some(mut chunk) = this.sending.pop_front() {
+            if chunk.len() > MAX_CHUNK_BYTES {
+                let rest = chunk.split_off(MAX_CHUNK_BYTES);
+                this.sending.push_front(rest);
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
         if !this.write_buf.is_empty() {
             return Poll::Ready(Some(Ok(this.write_buf.split().freeze())));
         }
@@ -591,6 +561,6 @@ impl Drop for Connection {
     }
 }
 
-fn document_stopped() -> CloseReason {
+pub(super) fn document_stopped() -> CloseReason {
     CloseReason::Unavailable("document stopped".into())
 }
