@@ -143,6 +143,18 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let auth = Authenticator::from_config(&auth)?
                 .context("no auth secret configured: pass --auth-secret or WEFT_AUTH_SECRET")?;
+            anyhow::ensure!(!ttl.is_zero(), "--ttl must be longer than 0s");
+            anyhow::ensure!(
+                ttl <= Duration::from_secs(100 * 365 * 86_400),
+                "--ttl must be at most 100 years"
+            );
+            // The pattern's prefix must be something a document name can start with.
+            let prefix = doc.strip_suffix('*').unwrap_or(&doc);
+            if !prefix.is_empty() {
+                weft_crdt::DocName::new(prefix).map_err(|error| {
+                    anyhow::anyhow!("--doc {doc:?} can never match a document: {error}")
+                })?;
+            }
             let mut claims = claims_for(&sub, &doc, perm, ttl);
             claims.stateless = allow_stateless;
             println!("{}", auth.issue(&claims)?);

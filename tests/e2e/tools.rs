@@ -284,7 +284,11 @@ async fn deletions_survive_migrate_export_and_import() {
         let app = spawn_app(with_store(source.path(), None)).await;
         let mut writer = TestClient::connect_synced(&app.ws_url(GONE)).await;
         writer.insert(0, "secret").await;
-        drop(writer);
+        let mut reader = TestClient::connect_synced(&app.ws_url(GONE)).await;
+        reader
+            .pump_until("the edit", |c| c.text() == "secret")
+            .await;
+        drop((writer, reader));
         let status = reqwest::Client::new()
             .delete(app.http_url(&format!("/api/docs/{GONE}")))
             .send()
@@ -335,6 +339,11 @@ async fn deletions_survive_migrate_export_and_import() {
         let app = spawn_app(with_store(busy.path(), None)).await;
         let mut writer = TestClient::connect_synced(&app.ws_url(GONE)).await;
         writer.insert(0, "theirs").await;
+        // Seen by another client: stored.
+        let mut reader = TestClient::connect_synced(&app.ws_url(GONE)).await;
+        reader
+            .pump_until("the edit", |c| c.text() == "theirs")
+            .await;
         drop(writer);
         app.stop().await;
     }
