@@ -62,6 +62,7 @@ run() {
     port=$(free_port)
     "$root/target/release/weft" --addr "127.0.0.1:$port" --data-dir "$work/data-$label-$i" \
       --max-connections 60000 --max-connections-per-doc 60000 --max-messages-per-second 100000 \
+      --max-connections-per-ip 60000 --max-connections-per-user 60000 \
       "$@" >"$work/$label-$i.log" 2>&1 &
     node_pids+=($!)
     pids+=($!)

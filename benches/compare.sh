@@ -72,7 +72,8 @@ start_server() {
       # shellcheck disable=SC2086 # $extra is a list of flags
       taskset -c 0 "$bin" --addr "127.0.0.1:$port" --data-dir "$data" \
         --workers 1 --max-connections 60000 --max-connections-per-doc 60000 \
-        --max-messages-per-second 1000000 $extra >"$data.log" 2>&1 &
+        --max-messages-per-second 1000000 --max-connections-per-ip 60000 \
+        --max-connections-per-user 60000 $extra >"$data.log" 2>&1 &
       URL_TEMPLATE="ws://127.0.0.1:$port/{doc}"
       if [ "$name" = weft-hp ]; then
         URL_TEMPLATE="ws://127.0.0.1:$port/hocuspocus"

@@ -358,6 +358,12 @@ impl Access {
         self.claims.as_ref().map(|c| c.exp)
     }
 
+    /// The user connection caps count against: `None` with auth off (everyone is
+    /// `anonymous` then, and only the per-address cap applies).
+    pub fn counted_user(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.sub.as_str())
+    }
+
     /// Whether this caller may send stateless messages: with write access, or a read token
     /// whose `stateless` claim is true.
     pub fn may_send_stateless(&self) -> bool {

@@ -100,16 +100,18 @@ impl ConnectionLimits {
 
     /// Takes a slot for a connection of `user` from `ip` to `doc`, or refuses: 503 when the
     /// server or the document is full, 429 when this address or user has its share, or when
-    /// the address sent too many invalid messages lately.
+    /// the address sent too many invalid messages lately. `user` is `None` when auth is off:
+    /// every client is then "anonymous", and only the address cap applies (a per-user cap
+    /// would cap the whole server).
     pub fn acquire(
         self: &Arc<Self>,
         doc: &DocName,
         ip: IpAddr,
-        user: &str,
+        user: Option<&str>,
     ) -> Result<ConnectionPermit, ApiError> {
         self.check_penalty(ip)?;
         let caps = self.caps;
-        let user = user.to_string();
+        let user = user.map(str::to_string);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let refused = |reason: &'static str, error: ApiError| {
             metrics::counter!("weft_connections_refused_total", "reason" => reason).increment(1);
@@ -142,7 +144,10 @@ impl ConnectionLimits {
                 )),
             );
         }
-        if open.per_user.get(&user) >= caps.per_user {
+        if user
+            .as_ref()
+            .is_some_and(|u| open.per_user.get(u) >= caps.per_user)
+        {
             return refused(
                 "user_share",
                 ApiError::TooMany(format!(
@@ -153,14 +158,16 @@ impl ConnectionLimits {
         }
         open.per_doc.add(doc);
         open.per_ip.add(&ip);
-        open.per_user.add(&user);
+        if let Some(user) = &user {
+            open.per_user.add(user);
+        }
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("weft_connections").set(total as f64);
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
             doc: Some(doc.clone()),
             ip,
-            user: Some(user),
+            user,
         })
     }
 
@@ -300,6 +307,24 @@ mod tests {
         }
     }
 
+    /// With auth off there is no user to count: 512 anonymous clients used to fill the whole
+    /// server (the per-user cap counted them all as "anonymous").
+    #[test]
+    fn without_auth_only_the_address_cap_applies() {
+        let limits = ConnectionLimits::new(Caps {
+            total: 100,
+            per_doc: 100,
+            per_ip: 100,
+            per_user: 2,
+            ..caps()
+        });
+        let doc = DocName::new("a").unwrap();
+        let permits: Vec<_> = (0..10u8)
+            .map(|i| limits.acquire(&doc, [10, 0, 0, i].into(), None).unwrap())
+            .collect();
+        assert_eq!(permits.len(), 10);
+    }
+
     #[test]
     fn permits_count_and_free_their_slots() {
         let limits = ConnectionLimits::new(Caps {
@@ -311,14 +336,17 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let a = DocName::new("a").unwrap();
         let b = DocName::new("b").unwrap();
-        let p1 = limits.acquire(&a, ip, "u").unwrap();
-        let _p2 = limits.acquire(&a, ip, "u").unwrap();
-        assert!(limits.acquire(&a, ip, "u").is_err(), "per-document cap");
-        let _p3 = limits.acquire(&b, ip, "u").unwrap();
-        assert!(limits.acquire(&b, ip, "u").is_err(), "total cap");
+        let p1 = limits.acquire(&a, ip, Some("u")).unwrap();
+        let _p2 = limits.acquire(&a, ip, Some("u")).unwrap();
+        assert!(
+            limits.acquire(&a, ip, Some("u")).is_err(),
+            "per-document cap"
+        );
+        let _p3 = limits.acquire(&b, ip, Some("u")).unwrap();
+        assert!(limits.acquire(&b, ip, Some("u")).is_err(), "total cap");
         drop(p1);
         assert_eq!(limits.open(), 2);
-        assert!(limits.acquire(&a, ip, "u").is_ok());
+        assert!(limits.acquire(&a, ip, Some("u")).is_ok());
     }
 
     #[test]
@@ -333,27 +361,31 @@ mod tests {
             .map(|i| DocName::new(&format!("d{i}")).unwrap())
             .collect();
         let held: Vec<_> = (0..3)
-            .map(|i| limits.acquire(&docs[i], one, &format!("u{i}")).unwrap())
+            .map(|i| {
+                limits
+                    .acquire(&docs[i], one, Some(&format!("u{i}")))
+                    .unwrap()
+            })
             .collect();
         assert!(
             matches!(
-                limits.acquire(&docs[3], one, "u9"),
+                limits.acquire(&docs[3], one, Some("u9")),
                 Err(ApiError::TooMany(_))
             ),
             "per address"
         );
         let mine: Vec<_> = (0..3)
-            .map(|i| limits.acquire(&docs[i], two, "same").unwrap())
+            .map(|i| limits.acquire(&docs[i], two, Some("same")).unwrap())
             .collect();
         assert!(
             matches!(
-                limits.acquire(&docs[4], two, "same"),
+                limits.acquire(&docs[4], two, Some("same")),
                 Err(ApiError::TooMany(_))
             ),
             "per user"
         );
         drop((held, mine));
-        assert!(limits.acquire(&docs[5], one, "u9").is_ok());
+        assert!(limits.acquire(&docs[5], one, Some("u9")).is_ok());
     }
 
     #[test]
@@ -365,12 +397,12 @@ mod tests {
         assert!(limits.check_penalty(ip).is_ok(), "one is a mistake");
         limits.penalize(ip);
         assert!(matches!(
-            limits.acquire(&doc, ip, "u"),
+            limits.acquire(&doc, ip, Some("u")),
             Err(ApiError::TooMany(_))
         ));
         let other: IpAddr = [10, 0, 0, 4].into();
         assert!(
-            limits.acquire(&doc, other, "u").is_ok(),
+            limits.acquire(&doc, other, Some("u")).is_ok(),
             "others are not affected"
         );
     }

@@ -50,7 +50,7 @@ pub async fn upgrade(
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let permit = state
         .limits
-        .acquire(&name, ip, &access.sub)
+        .acquire(&name, ip, access.counted_user())
         .inspect_err(|error| {
             tracing::warn!(doc = %name, reason = %error, "connection refused");
         })?;

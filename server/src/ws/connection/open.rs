@@ -79,7 +79,7 @@ impl Connection {
             Ok(access) => access,
             Err(error) => return self.refuse(address, &error.to_string()),
         };
-        let permit = match state.limits.acquire(&doc, self.ip, &access.sub) {
+        let permit = match state.limits.acquire(&doc, self.ip, access.counted_user()) {
             Ok(permit) => permit,
             Err(error) => {
                 tracing::warn!(doc = %doc, conn = %self.conn, reason = %error, "document refused");
