@@ -48,13 +48,13 @@ use super::close::End;
 use super::expiry::Expiry;
 use super::frame::frame_header;
 use super::slot::DocSlot;
-
-mod open;
-mod output;
 use crate::inflight::Reservation;
 use crate::limits::RateLimiter;
 use crate::state::AppState;
 use crate::wire::{Incoming, SessionEnd, WireProtocol};
+
+mod open;
+mod output;
 
 /// Most bytes encoded per poll before the buffer is handed to the socket (what one connection
 /// holds in user space beyond its queues; under overload that is per connection, so it stays
