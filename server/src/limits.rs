@@ -109,6 +109,24 @@ impl ConnectionLimits {
         ip: IpAddr,
         user: Option<&str>,
     ) -> Result<ConnectionPermit, ApiError> {
+        self.take(Some(doc), ip, user)
+    }
+
+    /// Takes a slot for a socket that has no document yet (a Hocuspocus connection before its
+    /// first Auth): counted in total and against its address, so sockets that never open a
+    /// document cannot go uncounted. Refused as [`Self::acquire`] refuses.
+    pub fn acquire_socket(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, ApiError> {
+        self.take(None, ip, None)
+    }
+
+    /// Checks every cap that applies (the document's and the user's only when given), then
+    /// counts the connection against them.
+    fn take(
+        self: &Arc<Self>,
+        doc: Option<&DocName>,
+        ip: IpAddr,
+        user: Option<&str>,
+    ) -> Result<ConnectionPermit, ApiError> {
         self.check_penalty(ip)?;
         let caps = self.caps;
         let user = user.map(str::to_string);
@@ -126,7 +144,7 @@ impl ConnectionLimits {
                 )),
             );
         }
-        if open.per_doc.get(doc) >= caps.per_doc {
+        if let Some(doc) = doc.filter(|doc| open.per_doc.get(doc) >= caps.per_doc) {
             return refused(
                 "document_full",
                 ApiError::Unavailable(format!(
@@ -156,7 +174,9 @@ impl ConnectionLimits {
                 )),
             );
         }
-        open.per_doc.add(doc);
+        if let Some(doc) = doc {
+            open.per_doc.add(doc);
+        }
         open.per_ip.add(&ip);
         if let Some(user) = &user {
             open.per_user.add(user);
@@ -165,49 +185,9 @@ impl ConnectionLimits {
         metrics::gauge!("weft_connections").set(total as f64);
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
-            doc: Some(doc.clone()),
+            doc: doc.cloned(),
             ip,
             user,
-        })
-    }
-
-    /// Takes a slot for a socket that has no document yet (a Hocuspocus connection before its
-    /// first Auth): counted in total and against its address, so sockets that never open a
-    /// document cannot go uncounted. Refused as [`Self::acquire`] refuses.
-    pub fn acquire_socket(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, ApiError> {
-        self.check_penalty(ip)?;
-        let caps = self.caps;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let refused = |reason: &'static str, error: ApiError| {
-            metrics::counter!("weft_connections_refused_total", "reason" => reason).increment(1);
-            Err(error)
-        };
-        if self.total.load(Ordering::Relaxed) >= caps.total {
-            return refused(
-                "server_full",
-                ApiError::Unavailable(format!(
-                    "server is at its limit of {} connections",
-                    caps.total
-                )),
-            );
-        }
-        if open.per_ip.get(&ip) >= caps.per_ip {
-            return refused(
-                "address_share",
-                ApiError::TooMany(format!(
-                    "this address has its share of {} connections",
-                    caps.per_ip
-                )),
-            );
-        }
-        open.per_ip.add(&ip);
-        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("weft_connections").set(total as f64);
-        Ok(ConnectionPermit {
-            limits: Arc::clone(self),
-            doc: None,
-            ip,
-            user: None,
         })
     }
 

@@ -281,16 +281,8 @@ pub async fn import(
 ) -> Result<Report, ArchiveError> {
     let Export { docs, deleted } = read_export(dir)?;
     if !merge {
-        for (name, _) in &docs {
-            if copy::has_content(store, name).await? {
-                return Err(CopyError::Exists(name.to_string()).into());
-            }
-        }
-        for name in &deleted {
-            if copy::deletion_destroys(store, name).await? {
-                return Err(CopyError::Exists(name.to_string()).into());
-            }
-        }
+        let names = docs.iter().map(|(name, _)| name).chain(&deleted);
+        copy::refuse_existing(store, names).await?;
     }
     let mut report = Report::default();
     for (name, state) in docs {

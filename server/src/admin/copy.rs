@@ -52,6 +52,20 @@ pub async fn has_content(store: &dyn DocStore, name: &DocName) -> Result<bool, S
     Ok(!store.load(name).await?.is_empty())
 }
 
+/// Refuses (`Exists`) if any of `names` already has content in `store`: without `--merge`,
+/// a copy writes nothing over existing content (checked before anything is written).
+pub async fn refuse_existing<'a>(
+    store: &dyn DocStore,
+    names: impl IntoIterator<Item = &'a DocName>,
+) -> Result<(), CopyError> {
+    for name in names {
+        if has_content(store, name).await? {
+            return Err(CopyError::Exists(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `state` as document `name` (created empty, or one record compacted into a snapshot),
 /// then reads it back and checks it holds everything `state` holds.
 pub async fn write(
@@ -98,12 +112,6 @@ pub async fn tombstones(store: &dyn DocStore) -> Result<Vec<DocName>, StoreError
             }
         })
         .collect())
-}
-
-/// Whether carrying the deletion of `name` into `store` would destroy content there (refused
-/// without `--merge`, checked before anything is written).
-pub async fn deletion_destroys(store: &dyn DocStore, name: &DocName) -> Result<bool, StoreError> {
-    has_content(store, name).await
 }
 
 /// Carries the deletion of `name` into `store`: a tombstone, unless the destination has content

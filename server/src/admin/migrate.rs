@@ -43,16 +43,7 @@ pub async fn migrate(
         .collect();
     let deletions = copy::tombstones(from).await?;
     if !merge {
-        for name in &names {
-            if copy::has_content(to, name).await? {
-                return Err(CopyError::Exists(name.to_string()));
-            }
-        }
-        for name in &deletions {
-            if copy::deletion_destroys(to, name).await? {
-                return Err(CopyError::Exists(name.to_string()));
-            }
-        }
+        copy::refuse_existing(to, names.iter().chain(&deletions)).await?;
     }
     let mut report = Report::default();
     for name in names {

@@ -57,11 +57,12 @@ pub async fn upgrade(
     let conn = uuid::Uuid::new_v4();
     let expires_at = access.expires_at();
     let state = state.into_inner();
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let joiner = Joiner {
         state: &state,
         conn,
         access: &access,
-        peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        peer: peer.clone(),
         durable_acks: false,
         check_deleted: false,
     };
@@ -71,7 +72,7 @@ pub async fn upgrade(
         Client {
             conn,
             ip,
-            peer: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            peer,
             expires_at,
         },
         Box::new(YWebsocket::new(&name)),
