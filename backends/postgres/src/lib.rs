@@ -5,6 +5,7 @@
 //!   runs in `tests/conformance.rs`);
 //! - `schema`: the tables, created or migrated at start-up;
 //! - `support`: error mapping and the clock;
+//! - `versions`: a document's versions (listing, reading, keeping and rewriting them);
 //! - `writer`: group commit of appends, and how positions are handed out so that several nodes
 //!   appending to one document commit in position order.
 //!
@@ -13,6 +14,7 @@
 
 mod schema;
 mod support;
+mod versions;
 mod writer;
 
 use async_trait::async_trait;
@@ -20,7 +22,10 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{IsolationLevel, NoTls};
-use weft_crdt::store::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+use weft_crdt::store::{
+    DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc, VersionRecord,
+    VersionSeq,
+};
 use weft_crdt::DocName;
 
 use support::{now_ms, postgres_error};
@@ -175,17 +180,27 @@ impl DocStore for PostgresStore {
 
     async fn create(&self, doc: &DocName) -> Result<bool, StoreError> {
         let client = self.pool.get().await.map_err(postgres_error)?;
-        let inserted = client
-            .execute(
-                "INSERT INTO weft_docs (name, updated_at_ms) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET deleted = false,
-                     updated_at_ms = EXCLUDED.updated_at_ms
-                 WHERE weft_docs.deleted",
+        // Deleting removed the versions already; clearing them again in the same statement
+        // makes sure a document created again starts without history even if a node of an
+        // older build (which knows no versions) deleted it.
+        let created: i64 = client
+            .query_one(
+                "WITH created AS (
+                     INSERT INTO weft_docs (name, updated_at_ms) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET deleted = false,
+                         updated_at_ms = EXCLUDED.updated_at_ms
+                     WHERE weft_docs.deleted
+                     RETURNING name
+                 ), cleared AS (
+                     DELETE FROM weft_versions WHERE doc IN (SELECT name FROM created)
+                 )
+                 SELECT count(*) FROM created",
                 &[&doc.as_str(), &now_ms()],
             )
             .await
-            .map_err(postgres_error)?;
-        Ok(inserted == 1)
+            .map_err(postgres_error)?
+            .get(0);
+        Ok(created == 1)
     }
 
     async fn status(&self, doc: &DocName) -> Result<DocStatus, StoreError> {
@@ -228,6 +243,9 @@ impl DocStore for PostgresStore {
         txn.execute("DELETE FROM weft_log WHERE doc = $1", &[&doc.as_str()])
             .await
             .map_err(postgres_error)?;
+        txn.execute("DELETE FROM weft_versions WHERE doc = $1", &[&doc.as_str()])
+            .await
+            .map_err(postgres_error)?;
         txn.commit().await.map_err(postgres_error)?;
         Ok(existed)
     }
@@ -266,6 +284,32 @@ impl DocStore for PostgresStore {
             .await
             .map_err(postgres_error)?;
         Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn add_version(&self, doc: &DocName, record: VersionRecord) -> Result<bool, StoreError> {
+        versions::add(&self.pool, doc, record).await
+    }
+
+    async fn versions(&self, doc: &DocName) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        versions::list(&self.pool, doc).await
+    }
+
+    async fn version_data(
+        &self,
+        doc: &DocName,
+        from: VersionSeq,
+        to: VersionSeq,
+    ) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        versions::data(&self.pool, doc, from, to).await
+    }
+
+    async fn rewrite_versions(
+        &self,
+        doc: &DocName,
+        drop: &[VersionSeq],
+        put: Vec<VersionRecord>,
+    ) -> Result<(), StoreError> {
+        versions::rewrite(&self.pool, doc, drop, put).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

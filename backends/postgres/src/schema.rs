@@ -6,10 +6,14 @@
 //!   its next log record gets, `snapshot_upto` the position the snapshot covers up to; a deleted
 //!   document keeps its row as a tombstone (`deleted`, nothing else stored).
 //! - `weft_log (doc TEXT, seq BIGINT, update BYTEA, PRIMARY KEY (doc, seq))`.
+//! - `weft_versions (doc TEXT, seq BIGINT, meta BYTEA, data BYTEA, PRIMARY KEY (doc, seq))`:
+//!   a document's versions (see `versions`).
 //! - `weft_schema (version INTEGER)`.
 //!
 //! Version 1 (before positions were per document) kept `weft_log (id BIGSERIAL, doc, update)`
 //! ordered by `id`; migrating numbers each document's records 0, 1, ... in `id` order.
+//! Version 2 had no `weft_versions`; migrating adds it, empty. Migrations run in order, each in
+//! the one transaction, so a database is at one version or the next, never in between.
 
 use deadpool_postgres::Pool;
 use weft_crdt::store::StoreError;
@@ -17,7 +21,7 @@ use weft_crdt::store::StoreError;
 use crate::support::postgres_error;
 
 /// Schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key held while migrating (any constant shared by all nodes).
 const MIGRATION_LOCK: i64 = 0x5746_5453_4348_454d;
@@ -35,6 +39,13 @@ const CREATE: &str = "
         doc TEXT NOT NULL,
         seq BIGINT NOT NULL,
         update BYTEA NOT NULL,
+        PRIMARY KEY (doc, seq)
+    );
+    CREATE TABLE weft_versions (
+        doc TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        meta BYTEA NOT NULL,
+        data BYTEA NOT NULL,
         PRIMARY KEY (doc, seq)
     );";
 
@@ -56,6 +67,15 @@ const FROM_V1: &str = "
     ALTER TABLE weft_log DROP COLUMN id;
     ALTER TABLE weft_log ALTER COLUMN seq SET NOT NULL;
     ALTER TABLE weft_log ADD PRIMARY KEY (doc, seq);";
+
+const FROM_V2: &str = "
+    CREATE TABLE IF NOT EXISTS weft_versions (
+        doc TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        meta BYTEA NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (doc, seq)
+    );";
 
 /// Creates the tables if missing, or migrates older ones, and records the schema version.
 pub(crate) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
@@ -85,10 +105,15 @@ pub(crate) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         }
         (Some(SCHEMA_VERSION), _) => {}
         (_, false) => txn.batch_execute(CREATE).await.map_err(postgres_error)?,
+        (Some(2), true) => {
+            tracing::info!("migrating the PostgreSQL schema from version 2 to {SCHEMA_VERSION}");
+            txn.batch_execute(FROM_V2).await.map_err(postgres_error)?;
+        }
         // Version 1 (recorded, or its tables without a version row).
         (_, true) => {
             tracing::info!("migrating the PostgreSQL schema from version 1 to {SCHEMA_VERSION}");
             txn.batch_execute(FROM_V1).await.map_err(postgres_error)?;
+            txn.batch_execute(FROM_V2).await.map_err(postgres_error)?;
         }
     }
     if current != Some(SCHEMA_VERSION) {

@@ -3,19 +3,23 @@
 //! Three trees:
 //! - `docs`: key `u16 BE name length | name | tag`, where tag `0` is the snapshot (value:
 //!   `format byte | upto u64 BE | v1 update`, `upto` being the log position the snapshot covers
-//!   up to) and tag `1 | position u64 BE` is a log record (value: the v1 update). The length
-//!   prefix means no name's keys can fall inside another's range.
+//!   up to) and tag `1 | position u64 BE` is a log record (value: the v1 update); tag
+//!   `2 | seq u64 BE` is a version's `meta` and tag `3 | seq u64 BE` its `data` (apart, so that
+//!   listing versions reads no `data`; see `versions`). The length prefix means no name's keys
+//!   can fall inside another's range.
 //! - `meta`: key = name, value = `updated_at_ms u64 BE | size_bytes u64 BE`, for listing.
 //! - `tombstones`: key = name of a deleted document, value = `deleted_at_ms u64 BE`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use weft_crdt::store::{DocStatus, LogEntry, LogPos, StoreError, StoredDoc};
+use weft_crdt::store::{DocStatus, LogEntry, LogPos, StoreError, StoredDoc, VersionSeq};
 use weft_crdt::DocName;
 
 const TAG_SNAPSHOT: u8 = 0;
 const TAG_LOG: u8 = 1;
+const TAG_VERSION_META: u8 = 2;
+const TAG_VERSION_DATA: u8 = 3;
 pub(crate) const SNAPSHOT_FORMAT: u8 = 1;
 
 /// The store's trees.
@@ -48,21 +52,56 @@ pub(crate) fn doc_prefix(name: &DocName) -> Vec<u8> {
 }
 
 pub(crate) fn snapshot_key(name: &DocName) -> Vec<u8> {
-    let mut key = doc_prefix(name);
-    key.push(TAG_SNAPSHOT);
-    key
+    tagged(name, TAG_SNAPSHOT)
 }
 
 pub(crate) fn log_prefix(name: &DocName) -> Vec<u8> {
-    let mut key = doc_prefix(name);
-    key.push(TAG_LOG);
-    key
+    tagged(name, TAG_LOG)
 }
 
 pub(crate) fn log_key(name: &DocName, pos: LogPos) -> Vec<u8> {
     let mut key = log_prefix(name);
     key.extend_from_slice(&pos.to_be_bytes());
     key
+}
+
+fn tagged(name: &DocName, tag: u8) -> Vec<u8> {
+    let mut key = doc_prefix(name);
+    key.push(tag);
+    key
+}
+
+/// The prefix of every version `meta` key of the document.
+pub(crate) fn version_meta_prefix(name: &DocName) -> Vec<u8> {
+    tagged(name, TAG_VERSION_META)
+}
+
+pub(crate) fn version_meta_key(name: &DocName, seq: VersionSeq) -> Vec<u8> {
+    let mut key = version_meta_prefix(name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix of every version `data` key of the document.
+pub(crate) fn version_data_prefix(name: &DocName) -> Vec<u8> {
+    tagged(name, TAG_VERSION_DATA)
+}
+
+pub(crate) fn version_data_key(name: &DocName, seq: VersionSeq) -> Vec<u8> {
+    let mut key = version_data_prefix(name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The number of a version key under `prefix` (a `meta` or a `data` prefix).
+pub(crate) fn version_seq(
+    name: &DocName,
+    prefix: &[u8],
+    key: &[u8],
+) -> Result<VersionSeq, StoreError> {
+    key.get(prefix.len()..)
+        .and_then(read_u64)
+        .ok_or_else(|| corrupt(name, "version key is truncated"))
 }
 
 fn corrupt(name: &DocName, reason: impl Into<String>) -> StoreError {

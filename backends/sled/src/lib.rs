@@ -5,9 +5,11 @@
 //!   `tests/conformance.rs`); reads run on tokio's blocking pool, nothing here blocks an async
 //!   task;
 //! - `keys`: the trees, keys and values on disk, and reading them;
-//! - `writer`: the writer thread every write goes through (group commit, log positions).
+//! - `writer`: the writer thread every write goes through (group commit, log positions);
+//! - `versions`: a document's versions (their keys, reading them, the writer's version writes).
 
 mod keys;
+mod versions;
 mod writer;
 
 use std::path::Path;
@@ -17,7 +19,9 @@ use std::thread;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use weft_crdt::store::{DocInfo, DocStatus, DocStore, LogPos, StoreError, StoredDoc};
+use weft_crdt::store::{
+    DocInfo, DocStatus, DocStore, LogPos, StoreError, StoredDoc, VersionRecord, VersionSeq,
+};
 use weft_crdt::DocName;
 
 use keys::{decode_meta, sled_error, Trees};
@@ -156,6 +160,47 @@ impl DocStore for SledStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn add_version(&self, doc: &DocName, record: VersionRecord) -> Result<bool, StoreError> {
+        let added = self
+            .write(WriteOp::AddVersion {
+                name: doc.clone(),
+                record,
+            })
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn versions(&self, doc: &DocName) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        let name = doc.clone();
+        self.read(move |trees| trees.versions(&name)).await
+    }
+
+    async fn version_data(
+        &self,
+        doc: &DocName,
+        from: VersionSeq,
+        to: VersionSeq,
+    ) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        let name = doc.clone();
+        self.read(move |trees| trees.version_data(&name, from, to))
+            .await
+    }
+
+    async fn rewrite_versions(
+        &self,
+        doc: &DocName,
+        drop: &[VersionSeq],
+        put: Vec<VersionRecord>,
+    ) -> Result<(), StoreError> {
+        self.write(WriteOp::RewriteVersions {
+            name: doc.clone(),
+            drop: drop.to_vec(),
+            put,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use weft_crdt::store::{LogPos, StoreError};
+use weft_crdt::store::{LogPos, StoreError, VersionRecord, VersionSeq};
 use weft_crdt::DocName;
 
 use crate::keys::{
@@ -33,13 +33,23 @@ pub(crate) enum WriteOp {
     Delete {
         name: DocName,
     },
+    AddVersion {
+        name: DocName,
+        record: VersionRecord,
+    },
+    RewriteVersions {
+        name: DocName,
+        drop: Vec<VersionSeq>,
+        put: Vec<VersionRecord>,
+    },
     Flush,
 }
 
 /// A write and who waits for it.
 pub(crate) struct WriteJob {
     pub op: WriteOp,
-    /// Appends answer the next log position; create and delete 1 if they changed something.
+    /// Appends answer the next log position; create, delete and add_version 1 if they changed
+    /// something.
     pub done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
@@ -181,11 +191,16 @@ impl Writer {
                 self.next.remove(name);
                 Ok(u64::from(existed))
             }
+            WriteOp::AddVersion { name, record } => Ok(u64::from(trees.add_version(name, record)?)),
+            WriteOp::RewriteVersions { name, drop, put } => {
+                trees.rewrite_versions(name, drop, put)?;
+                Ok(1)
+            }
             WriteOp::Flush => Ok(1),
         }
     }
 
-    /// Removes a document's records and listing entry; whether there were any.
+    /// Removes a document's records, versions and listing entry; whether there were any.
     fn remove_data(&self, name: &DocName) -> Result<bool, StoreError> {
         let trees = &self.trees;
         let mut batch = sled::Batch::default();
