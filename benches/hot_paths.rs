@@ -78,6 +78,7 @@ fn broadcast_to_1000(c: &mut Criterion) {
                 conn: uuid::Uuid::from_u128(i),
                 user: "bench".into(),
                 can_write: true,
+                authenticated: false,
                 durable_acks: false,
                 stateless: false,
             };

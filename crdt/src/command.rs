@@ -8,6 +8,7 @@ use yrs::sync::awareness::AwarenessUpdate;
 use yrs::StateVector;
 
 use crate::error::DocError;
+use crate::history::{Author, VersionMeta};
 use crate::outbox::{ConnId, SessionInfo, SessionQueue};
 use crate::protocol::IncomingUpdate;
 use crate::remote::{NodeId, RemoteEvent};
@@ -28,6 +29,13 @@ pub(crate) enum DocCommand {
     Update {
         origin: Origin,
         update: IncomingUpdate,
+        /// Who sent it, for an API update (a session's is known to the actor).
+        author: Option<Author>,
+    },
+    /// Keep a version now (named `label`); answered with it once stored.
+    KeepVersion {
+        label: Option<String>,
+        reply: oneshot::Sender<Result<Option<VersionMeta>, DocError>>,
     },
     /// Any other message from a joined session.
     Message {
@@ -100,6 +108,9 @@ impl DocCommand {
                 let _ = reply.send(Err(error));
             }
             DocCommand::Stop(Stop::Delete(reply)) => {
+                let _ = reply.send(Err(error));
+            }
+            DocCommand::KeepVersion { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             DocCommand::Update { .. }

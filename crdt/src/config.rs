@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::history::HistoryConfig;
+
 /// How documents are kept in memory and in the store.
 #[derive(Debug, Clone)]
 pub struct DocConfig {
@@ -31,6 +33,8 @@ pub struct DocConfig {
     pub max_awareness_bytes: usize,
     /// Most awareness client ids one session may own at once.
     pub max_awareness_clients: usize,
+    /// How versions are kept (see [`crate::history`]).
+    pub history: HistoryConfig,
 }
 
 impl Default for DocConfig {
@@ -46,6 +50,7 @@ impl Default for DocConfig {
             broadcast_pace: Duration::from_micros(15),
             max_awareness_bytes: 64 * 1024,
             max_awareness_clients: 16,
+            history: HistoryConfig::default(),
         }
     }
 }

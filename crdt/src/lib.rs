@@ -24,6 +24,9 @@
 //! - [`fanout`]: the [`fanout::Fanout`] trait a cluster backend implements and the single-node
 //!   [`fanout::LocalFanout`]; `remote`: what nodes tell one another; `inbox`: the narrow
 //!   [`fanout::RemoteInbox`] a backend delivers into (all re-exported from [`fanout`]).
+//! - [`history`]: version history read back from the store: the list, one version rebuilt,
+//!   what changed between two versions and who changed it, the edit that restores a version
+//!   (the actor part that keeps versions is `actor/history.rs`).
 //! - [`recovery`]: rebuilding documents from stored records (damaged ones left out), catching a
 //!   live document up with its store, checking a whole store (`weft fsck`).
 //! - [`config`]: compaction thresholds, idle unload, mailbox and batch sizes, pacing.
@@ -34,6 +37,7 @@ mod command;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod history;
 pub mod hooks;
 mod inbox;
 pub mod name;

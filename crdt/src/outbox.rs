@@ -24,6 +24,10 @@ pub struct SessionInfo {
     pub conn: ConnId,
     /// Who authenticated it (the token's `sub`; a stable name when auth is off).
     pub user: Arc<str>,
+    /// Whether `user` was authenticated (auth on): its edits are credited to it in the history,
+    /// and no other user may write under the Yjs client ids it writes under. Otherwise edits
+    /// are credited to the name the client announces in its awareness state (`user.name`).
+    pub authenticated: bool,
     /// Whether it may change the document.
     pub can_write: bool,
     /// Whether it is told when each of its updates is durable: a [`crate::protocol::MSG_DURABLE`]

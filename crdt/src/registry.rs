@@ -22,6 +22,7 @@ use crate::command::{DocCommand, Origin, Reply, Stop};
 use crate::config::DocConfig;
 use crate::error::DocError;
 use crate::fanout::{Fanout, LocalFanout};
+use crate::history::{Author, VersionMeta};
 use crate::hooks::Hooks;
 use crate::inbox::RemoteInbox;
 use crate::name::DocName;
@@ -242,9 +243,14 @@ impl Registry {
         Ok(Session::new(conn, handle.mailbox))
     }
 
-    /// Applies an update from outside any session (the HTTP API); returns once it is durable
-    /// and broadcast.
-    pub async fn apply_update(&self, name: &DocName, update: Bytes) -> Result<(), DocError> {
+    /// Applies an update from outside any session (the HTTP API), written by `author`; returns
+    /// once it is durable and broadcast.
+    pub async fn apply_update(
+        &self,
+        name: &DocName,
+        update: Bytes,
+        author: Author,
+    ) -> Result<(), DocError> {
         let refused = |error: protocol::ProtocolError| DocError::Refused(error.to_string());
         let mut decoded = Some(protocol::decode_bare_update(update.clone()).map_err(refused)?);
         self.call(name, |reply: Reply| {
@@ -257,10 +263,29 @@ impl Registry {
             Ok(DocCommand::Update {
                 origin: Origin::Api(reply),
                 update,
+                author: Some(author.clone()),
             })
         })
         .await
         .map(drop)
+    }
+
+    /// Keeps a version of the document now, named `label` (an unnamed one only if something
+    /// changed since the last: `None` otherwise), once everything before it is durable.
+    pub async fn keep_version(
+        &self,
+        name: &DocName,
+        label: Option<String>,
+    ) -> Result<Option<VersionMeta>, DocError> {
+        let (_, kept) = self
+            .call(name, |reply| {
+                Ok(DocCommand::KeepVersion {
+                    label: label.clone(),
+                    reply,
+                })
+            })
+            .await?;
+        Ok(kept)
     }
 
     /// Runs `read` against the document inside its actor and returns its result, once what it

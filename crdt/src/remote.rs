@@ -13,6 +13,14 @@ pub enum RemoteMessage {
     /// A y-protocols message: an update (already durable in the shared store), an awareness
     /// update, or a query for awareness states (sent by a node that just loaded the document).
     Protocol(Bytes),
+    /// An update frame (already durable in the shared store) and who wrote it, for the
+    /// history of the nodes that apply it.
+    Update {
+        /// The y-protocols update frame.
+        frame: Bytes,
+        /// The authors of the updates it merges.
+        authors: Vec<String>,
+    },
     /// The document was deleted: close its sessions and unload it.
     Deleted,
 }

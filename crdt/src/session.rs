@@ -51,6 +51,7 @@ impl Session {
             ClientMessage::Update(update) => DocCommand::Update {
                 origin: Origin::Session(self.conn),
                 update,
+                author: None,
             },
             ClientMessage::SyncStep1(state_vector) => DocCommand::Message {
                 conn: self.conn,

@@ -56,6 +56,7 @@ async fn another_nodes_updates_reach_local_sessions_and_resync_finds_lost_ones()
     assert_eq!(h.store.load(&name("shared")).await.unwrap().log.len(), 1);
     assert!(fake.published.lock().unwrap().iter().all(|(_, m)| match m {
         RemoteMessage::Protocol(frame) => !frame.starts_with(&[0, 2]),
+        RemoteMessage::Update { .. } => false,
         RemoteMessage::Deleted => true,
     }));
     // An update whose message was lost: a resync finds it in the store.

@@ -172,6 +172,32 @@ impl DocStore for PanickingStore {
     async fn deleted(&self) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
+    async fn add_version(
+        &self,
+        _: &DocName,
+        _: weft_crdt::store::VersionRecord,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn versions(&self, _: &DocName) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn version_data(
+        &self,
+        _: &DocName,
+        _: u64,
+        _: u64,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn rewrite_versions(
+        &self,
+        _: &DocName,
+        _: &[u64],
+        _: Vec<weft_crdt::store::VersionRecord>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An actor that panics must not leave callers retrying forever, a document counted as loaded,
@@ -187,6 +213,7 @@ async fn an_actor_that_panics_fails_its_callers_and_cleans_up() {
         conn: uuid::Uuid::new_v4(),
         user: "a".into(),
         can_write: true,
+        authenticated: false,
         durable_acks: false,
         stateless: false,
     };
@@ -220,6 +247,7 @@ async fn shutdown_leaves_no_document_running() {
                     conn: uuid::Uuid::new_v4(),
                     user: "racer".into(),
                     can_write: true,
+                    authenticated: false,
                     durable_acks: false,
                     stateless: false,
                 };

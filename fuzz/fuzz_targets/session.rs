@@ -48,6 +48,7 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
             conn: weft_crdt::ConnId::from_u128(1),
             user: "fuzz".into(),
             can_write: true,
+            authenticated: false,
         };
         let mut session = registry.join(&name, info, queue).await.expect("join");
         let mut reference = Doc::new();

@@ -36,6 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
             .route("/docs", web::get().to(list))
+            // Before the routes below: a name may contain `/`, and `{name:.*}/json` would
+            // also match `<name>/versions/<id>/json`.
+            .configure(crate::versions::routes)
             .route("/docs/{name:.*}/update", web::get().to(get_update))
             .route("/docs/{name:.*}/update", web::post().to(post_update))
             .route("/docs/{name:.*}/json", web::get().to(get_json))
@@ -52,17 +55,27 @@ fn authorized_doc(
     state: &AppState,
     needed: Permission,
 ) -> Result<DocName, ApiError> {
+    authorized_access(req, path, state, needed).map(|(name, _)| name)
+}
+
+/// [`authorized_doc`], with who is asking.
+pub(crate) fn authorized_access(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
+    needed: Permission,
+) -> Result<(DocName, auth::Access), ApiError> {
     let name = DocName::new(path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if needed == Permission::Write {
         state.origins.check(req)?;
     }
-    auth::authorize(state.auth.as_ref(), req, Some(&name), needed)?;
-    Ok(name)
+    let access = auth::authorize(state.auth.as_ref(), req, Some(&name), needed)?;
+    Ok((name, access))
 }
 
 /// Reads a request's body (after it was authorised): at most `--max-message-bytes`, within
 /// `--body-timeout`, and within the in-flight budget; with the budget it holds.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
@@ -184,7 +197,7 @@ async fn delete(
 }
 
 /// 404 unless the document is stored or loaded, so reads never create documents.
-async fn require_existing(state: &AppState, name: &DocName) -> Result<(), ApiError> {
+pub(crate) async fn require_existing(state: &AppState, name: &DocName) -> Result<(), ApiError> {
     let exists = state.registry.is_loaded(name)
         || state
             .registry
@@ -225,7 +238,7 @@ async fn post_update(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = authorized_doc(&req, &path, &state, Permission::Write)?;
+    let (name, access) = authorized_access(&req, &path, &state, Permission::Write)?;
     let ip = req.peer_addr().map(|a| a.ip());
     if let Some(ip) = ip {
         state.limits.check_penalty(ip)?;
@@ -237,7 +250,11 @@ async fn post_update(
             "the body must be a binary Yjs update".into(),
         ));
     }
-    match state.registry.apply_update(&name, body).await {
+    match state
+        .registry
+        .apply_update(&name, body, access.author())
+        .await
+    {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         Err(error @ weft_crdt::DocError::Refused(_)) => {
             // Counted against the address, as an invalid WebSocket message is.

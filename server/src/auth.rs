@@ -364,6 +364,15 @@ impl Access {
         self.claims.as_ref().map(|c| c.sub.as_str())
     }
 
+    /// Who the history credits this caller's edits to (an authenticated subject is bound to
+    /// the Yjs client ids it writes under).
+    pub fn author(&self) -> weft_crdt::history::Author {
+        weft_crdt::history::Author {
+            name: std::sync::Arc::from(self.sub.as_str()),
+            verified: self.claims.is_some(),
+        }
+    }
+
     /// Whether this caller may send stateless messages: with write access, or a read token
     /// whose `stateless` claim is true.
     pub fn may_send_stateless(&self) -> bool {

@@ -111,6 +111,16 @@ pub struct ServerConfig {
     #[arg(long, env = "WEFT_BROADCAST_PACE", default_value = "15us", value_parser = humantime::parse_duration)]
     pub broadcast_pace: Duration,
 
+    /// While a document changes, a version of it is kept at least this often (and one when
+    /// its last client leaves); see README "History".
+    #[arg(long, env = "WEFT_HISTORY_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub history_interval: Duration,
+
+    /// Unnamed versions older than this are dropped (named ones are kept); `0s` turns version
+    /// history off (no versions kept, the history API answers 404).
+    #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
+
     /// How often the server pings each client.
     #[arg(long, env = "WEFT_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
@@ -229,6 +239,10 @@ impl ServerConfig {
             max_doc_bytes: self.max_doc_bytes,
             max_awareness_bytes: self.max_awareness_bytes,
             max_awareness_clients: self.max_awareness_clients,
+            history: weft_crdt::history::HistoryConfig {
+                interval: self.history_interval.max(Duration::from_millis(100)),
+                retention: self.history_retention,
+            },
             ..DocConfig::default()
         }
     }

@@ -14,7 +14,8 @@
 //!   new file there plus its path in `ws::upgrade`.
 //! - [`admin`]: tools for a stopped server's store: `weft fsck`, `migrate`, `export`, `import`.
 //! - [`auth`]: JWT verification and issuing, per-document permissions.
-//! - [`api`]: the HTTP document API under `/api`.
+//! - [`api`]: the HTTP document API under `/api`; [`versions`]: its version-history part
+//!   (list, name, read, compare, restore).
 //! - [`limits`]: connection caps (total, per document, address and user), the per-connection
 //!   message rate, the penalty box for addresses sending invalid messages.
 //! - [`origin`]: which web pages may use the server (`--allowed-origins`), and by which names
@@ -48,6 +49,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod versions;
 pub mod web;
 pub mod webhook;
 pub mod wire;

@@ -9,6 +9,7 @@ mod config;
 mod corruption;
 mod crash;
 mod helpers;
+mod history;
 mod hostile;
 mod http;
 mod load_smoke;

@@ -298,8 +298,16 @@ async fn publish_loop(
         let mut keys = HashSet::new();
         for (name, message) in &batch {
             let key = shared.doc_key(name);
+            let mut authors = Vec::new();
             let (kind, data): (&str, &[u8]) = match message {
                 RemoteMessage::Protocol(frame) => ("m", frame),
+                RemoteMessage::Update {
+                    frame,
+                    authors: names,
+                } => {
+                    authors = serde_json::to_vec(names).unwrap_or_default();
+                    ("u", frame)
+                }
                 RemoteMessage::Deleted => ("x", &[]),
             };
             pipe.cmd("XADD")
@@ -314,6 +322,8 @@ async fn publish_loop(
                 .arg(kind)
                 .arg("d")
                 .arg(data)
+                .arg("a")
+                .arg(&authors)
                 .ignore();
             keys.insert(key);
         }
@@ -358,6 +368,10 @@ fn parse_entry(entry: &StreamId) -> Option<Entry> {
     let node = Uuid::from_slice(field("n")?).ok()?;
     let message = match field("k")? {
         b"m" => RemoteMessage::Protocol(Bytes::copy_from_slice(field("d")?)),
+        b"u" => RemoteMessage::Update {
+            frame: Bytes::copy_from_slice(field("d")?),
+            authors: serde_json::from_slice(field("a")?).ok()?,
+        },
         b"x" => RemoteMessage::Deleted,
         _ => return None,
     };

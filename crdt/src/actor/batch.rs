@@ -1,7 +1,8 @@
 //! What one batch of commands produced: [`Outgoing`], filled by the actor's parts while the
 //! batch is handled and held back until its updates are durable (see `commit`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use yrs::ClientID;
@@ -11,8 +12,12 @@ use crate::outbox::{CloseReason, ConnId};
 use crate::protocol::IncomingUpdate;
 
 /// Updates collected in order until something needs the document to hold them (a join, a
-/// read, any other message), then applied together in one transaction.
-pub(super) type Pending = VecDeque<(IncomingUpdate, Origin)>;
+/// read, any other message), then applied together in one transaction; each with its authors
+/// (several for a batch merged on another node; none when not known).
+pub(super) type Pending = VecDeque<(IncomingUpdate, Origin, Authors)>;
+
+/// Who wrote an update, for the history.
+pub(super) type Authors = Vec<Arc<str>>;
 
 /// Everything a batch produced.
 #[derive(Default)]
@@ -36,6 +41,11 @@ pub(super) struct Outgoing {
     pub update_sources: HashSet<ConnId>,
     /// Updates from other nodes: broadcast, neither stored nor published.
     pub remote_updates: Vec<Bytes>,
+    /// Every applied update (local and remote) with its authors: recorded in the history once
+    /// the batch is durable.
+    pub written: Vec<(Authors, Bytes)>,
+    /// The authors of `updates` (told to the other nodes with them).
+    pub local_authors: BTreeSet<Arc<str>>,
     /// Frames for the other nodes (presence, answers to their queries).
     pub publish: Vec<Bytes>,
     /// API callers to answer once the updates are durable.

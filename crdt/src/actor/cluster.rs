@@ -17,8 +17,9 @@ use crate::remote::{NodeId, RemoteEvent, RemoteMessage};
 
 /// What another node's event asks of the document.
 pub(super) enum Received {
-    /// Apply this update (stored by its node already: not stored or published again).
-    Update(IncomingUpdate),
+    /// Apply this update (stored by its node already: not stored or published again), written
+    /// by these authors.
+    Update(IncomingUpdate, Vec<Arc<str>>),
     /// A client of that node changed its presence.
     Awareness {
         from: NodeId,
@@ -92,10 +93,16 @@ impl Cluster {
         if !self.is_shared() {
             return;
         }
-        let update = sealed.local_update().map(|u| protocol::encode_update(u));
-        for frame in sealed.publish().iter().cloned().chain(update) {
+        for frame in sealed.publish().iter().cloned() {
             self.fanout
                 .publish(&self.name, RemoteMessage::Protocol(frame));
+        }
+        if let Some(update) = sealed.local_update() {
+            let message = RemoteMessage::Update {
+                frame: protocol::encode_update(update),
+                authors: sealed.authors().map(|a| a.to_string()).collect(),
+            };
+            self.fanout.publish(&self.name, message);
         }
     }
 
@@ -118,10 +125,18 @@ impl Cluster {
             RemoteEvent::Message {
                 from,
                 message: RemoteMessage::Protocol(frame),
-            } => (from, frame),
+            } => (from, (frame, Vec::new())),
+            RemoteEvent::Message {
+                from,
+                message: RemoteMessage::Update { frame, authors },
+            } => (from, (frame, authors)),
         };
+        let (frame, authors) = frame;
         match protocol::decode_client_message(frame) {
-            Ok(ClientMessage::Update(update)) => Received::Update(update),
+            Ok(ClientMessage::Update(update)) => {
+                let authors = authors.iter().map(|a| Arc::from(a.as_str())).collect();
+                Received::Update(update, authors)
+            }
             Ok(ClientMessage::Awareness { update, frame }) => Received::Awareness {
                 from,
                 update,

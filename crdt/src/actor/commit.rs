@@ -36,6 +36,11 @@ impl Sealed {
         self.local_update.as_ref()
     }
 
+    /// Who wrote the batch's own updates.
+    pub fn authors(&self) -> impl Iterator<Item = &std::sync::Arc<str>> {
+        self.out.local_authors.iter()
+    }
+
     /// Frames this batch has for the other nodes of a cluster.
     pub fn publish(&self) -> &[Bytes] {
         &self.out.publish

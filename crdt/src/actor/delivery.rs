@@ -119,6 +119,16 @@ impl Delivery {
         self.sessions.get(&conn).is_some_and(|s| s.info.stateless)
     }
 
+    /// Who `conn` is, if it is here.
+    pub fn info(&self, conn: ConnId) -> Option<&SessionInfo> {
+        self.sessions.get(&conn).map(|s| &s.info)
+    }
+
+    /// Whether no session is here.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     pub fn contains(&self, conn: ConnId) -> bool {
         self.sessions.contains_key(&conn)
     }

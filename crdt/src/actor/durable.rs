@@ -117,6 +117,21 @@ impl DurableDoc {
         self.doc.transact().state_vector()
     }
 
+    /// A client's clock: how many elements the document holds from it.
+    pub fn clock(&self, client: &yrs::ClientID) -> u32 {
+        self.doc.transact().state_vector().get(client)
+    }
+
+    /// How many elements are deleted in the document (deletions only grow).
+    pub fn deleted_count(&self) -> u64 {
+        let snapshot = self.doc.transact().snapshot();
+        snapshot
+            .delete_set
+            .iter()
+            .flat_map(|(_, ranges)| ranges.into_iter().map(|r| (r.end - r.start) as u64))
+            .sum()
+    }
+
     /// Runs `read` against the document; `false` if it panicked.
     pub fn read(&self, read: impl FnOnce(&Doc)) -> bool {
         catch_unwind(AssertUnwindSafe(|| read(&self.doc))).is_ok()
@@ -161,7 +176,7 @@ impl DurableDoc {
         let committed = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
             while !rejected && !pending.is_empty() {
-                let Some((incoming, origin)) = pending.pop_front() else {
+                let Some((incoming, origin, authors)) = pending.pop_front() else {
                     break;
                 };
                 let IncomingUpdate { bytes, update, .. } = incoming;
@@ -196,6 +211,12 @@ impl DurableDoc {
                     Err(_) => Some("update made the document panic".to_string()),
                 };
                 rejected = error.is_some();
+                if error.is_none() {
+                    if !remote {
+                        out.local_authors.extend(authors.iter().cloned());
+                    }
+                    out.written.push((authors, bytes.clone()));
+                }
                 match (error, origin) {
                     (None, Origin::Session(conn)) => {
                         out.update_bytes += bytes.len() as u64;
@@ -432,7 +453,7 @@ fn refuse(origin: Origin) {
 }
 
 fn refuse_all(pending: &mut Pending) {
-    for (_, origin) in pending.drain(..) {
+    for (_, origin, _) in pending.drain(..) {
         refuse(origin);
     }
 }

@@ -10,6 +10,7 @@
 //! - [`presence`]: awareness states and who owns them;
 //! - [`mailbox`]: taking commands in batches, and leaving the registry;
 //! - [`cluster`]: the fan-out to other nodes;
+//! - [`history`]: keeping versions, and who writes under which client id;
 //! - [`sessions`]: what the sessions' commands do (join, updates, questions, presence,
 //!   stateless messages, leave);
 //! - [`batch`]: what one batch produced; [`merge`]: merging updates in linear time.
@@ -24,6 +25,7 @@ mod cluster;
 mod commit;
 mod delivery;
 mod durable;
+mod history;
 mod mailbox;
 mod merge;
 mod presence;
@@ -41,6 +43,7 @@ use self::cluster::{Cluster, Received};
 use self::commit::{commit, failed as append_failed};
 use self::delivery::{Delivery, Departed};
 use self::durable::{CaughtUp, DurableDoc};
+use self::history::Recorder;
 use self::mailbox::Mailbox;
 use self::presence::{Presence, Source};
 use self::restore::Restore;
@@ -91,6 +94,7 @@ pub(crate) struct DocActor {
     delivery: Delivery,
     presence: Presence,
     cluster: Cluster,
+    history: Recorder,
 }
 
 impl DocActor {
@@ -109,6 +113,7 @@ impl DocActor {
         let shared = fanout.is_shared();
         DocActor {
             mailbox: Mailbox::new(name.clone(), hooks.clone(), mailbox, on_exit),
+            history: Recorder::new(name.clone(), store.clone(), config.history),
             doc: DurableDoc::new(name.clone(), store, config.clone()),
             restore: Restore::default(),
             delivery: Delivery::new(name.clone(), config.clone(), hooks.clone()),
@@ -141,6 +146,7 @@ impl DocActor {
                 .delivery
                 .idle_deadline()
                 .filter(|_| restore_at.is_none());
+            let version_at = self.history.due().filter(|_| restore_at.is_none());
             let first = tokio::select! {
                 command = self.mailbox.recv() => match command {
                     Some(command) => command,
@@ -148,6 +154,10 @@ impl DocActor {
                 },
                 _ = sleep_until(restore_at.unwrap_or_else(far)), if restore_at.is_some() => {
                     self.finish_restore().await;
+                    continue;
+                }
+                _ = sleep_until(version_at.unwrap_or_else(far)), if version_at.is_some() => {
+                    self.keep_version(None).await;
                     continue;
                 }
                 _ = sleep_until(idle_at.unwrap_or_else(far)), if idle_at.is_some() => {
@@ -190,6 +200,8 @@ impl DocActor {
                 Some(frame) => self.doc.set_full_state(Some(frame)),
                 None => self.finish_restore().await,
             }
+        } else {
+            self.history.load(&self.doc).await;
         }
         tracing::debug!(doc = %self.name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             log_records = records, "document loaded");
@@ -202,6 +214,7 @@ impl DocActor {
     async fn finish_restore(&mut self) {
         if let Some((out, damage)) = self.restore.finish(&mut self.doc) {
             recovery::log_damage(&self.name, &damage);
+            self.history.load(&self.doc).await;
             // Nothing here is stored, so this cannot fail.
             let _ = self.commit_and_send(out).await;
         }
@@ -214,6 +227,7 @@ impl DocActor {
         let mut out = Outgoing::default();
         let mut pending = Pending::new();
         let mut stop: Option<Stop> = None;
+        let mut keep = Vec::new();
         for command in batch {
             if stop.is_some() {
                 // A stop command ends the batch; later commands see a stopped actor.
@@ -231,9 +245,13 @@ impl DocActor {
                     self.join(session, queue, &mut out);
                     let _ = reply.send(Ok(()));
                 }
-                DocCommand::Update { origin, update } => {
-                    self.take_update(origin, update, &mut pending, &mut out)
-                }
+                DocCommand::Update {
+                    origin,
+                    update,
+                    author,
+                } => self.take_update(origin, update, author, &mut pending, &mut out),
+                // Kept once this batch's updates are durable (and recorded).
+                DocCommand::KeepVersion { label, reply } => keep.push((label, reply)),
                 DocCommand::Message { conn, message } => {
                     self.doc.apply(&mut pending, &mut out).await;
                     self.message(conn, message, &mut out);
@@ -278,9 +296,16 @@ impl DocActor {
                 return Exit::Stop;
             }
         }
+        for (label, reply) in keep {
+            let _ = reply.send(self.history.cut(&self.doc, label).await);
+        }
         if let Some(stop) = stop {
             self.stop_for(stop).await;
             return Exit::Stop;
+        }
+        if self.delivery.is_empty() && self.history.has_changes() {
+            // The last client left: keep what it wrote as a version now.
+            self.keep_version(None).await;
         }
         if self.doc.needs_compaction() {
             return self.compact().await;
@@ -293,8 +318,12 @@ impl DocActor {
     async fn commit_and_send(&mut self, mut out: Outgoing) -> Exit {
         loop {
             self.presence.merge_relays(&mut out);
+            let written = std::mem::take(&mut out.written);
             let sealed = match commit(&mut self.doc, &self.hooks, out).await {
-                Ok(sealed) => sealed,
+                Ok(sealed) => {
+                    self.history.record(written);
+                    sealed
+                }
                 Err(failed) => {
                     let (error, out) = *failed;
                     tracing::warn!(doc = %self.name, %error, "append failed; stopping the document");
@@ -346,7 +375,9 @@ impl DocActor {
         out: &mut Outgoing,
     ) -> Option<Stop> {
         match self.cluster.receive(event) {
-            Received::Update(update) => pending.push_back((update, Origin::Remote)),
+            Received::Update(update, authors) => {
+                pending.push_back((update, Origin::Remote, authors))
+            }
             Received::Awareness {
                 from,
                 update,
@@ -465,6 +496,7 @@ impl DocActor {
             self.delivery.restart_idle_clock();
             return false;
         }
+        self.keep_version(None).await;
         if self.doc.has_log() {
             if let Exit::Stop = self.compact().await {
                 return true;
@@ -489,6 +521,7 @@ impl DocActor {
                 let _ = reply.send(deleted);
             }
             Stop::Shutdown(reply) => {
+                self.keep_version(None).await;
                 self.stop(CloseReason::ShuttingDown, || DocError::Unloaded);
                 let _ = reply.send(Ok(()));
             }
@@ -496,6 +529,16 @@ impl DocActor {
                 tracing::info!(doc = %self.name, %node, "document deleted on another node");
                 self.stop(CloseReason::Deleted, || DocError::Unloaded);
             }
+        }
+    }
+
+    /// Keeps an automatic version of what changed since the last one, if anything did.
+    async fn keep_version(&mut self, label: Option<String>) {
+        if !self.history.enabled() {
+            return;
+        }
+        if let Err(error) = self.history.cut(&self.doc, label).await {
+            tracing::warn!(doc = %self.name, %error, "could not keep a version; will retry");
         }
     }
 

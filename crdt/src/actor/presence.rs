@@ -68,6 +68,25 @@ impl Presence {
         }
     }
 
+    /// The name a session's client announces in its awareness state (`user.name`), trimmed
+    /// to 64 characters.
+    pub fn user_name(&self, conn: ConnId) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct User {
+            name: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct State {
+            user: User,
+        }
+        let ids = self.by_session.get(&conn)?;
+        ids.iter().find_map(|id| {
+            let state: State = self.awareness.state(*id)?;
+            let name = state.user.name.trim();
+            (!name.is_empty()).then(|| name.chars().take(64).collect())
+        })
+    }
+
     /// A session joined (who it is decides which ids it may take over).
     pub fn joined(&mut self, session: &SessionInfo) {
         self.users.insert(session.conn, session.user.clone());

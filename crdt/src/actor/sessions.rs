@@ -7,6 +7,9 @@ use super::batch::{Outgoing, Pending};
 use super::presence::Source;
 use super::DocActor;
 use crate::command::{Origin, SessionMessage};
+use crate::error::DocError;
+use crate::history::Author;
+use crate::outbox::CloseReason;
 use crate::outbox::{ConnId, SessionInfo, SessionQueue};
 use crate::protocol::{self, IncomingUpdate};
 
@@ -15,9 +18,15 @@ impl DocActor {
         &mut self,
         origin: Origin,
         update: IncomingUpdate,
+        author: Option<Author>,
         pending: &mut Pending,
         out: &mut Outgoing,
     ) {
+        let author = match (&origin, author) {
+            (Origin::Session(conn), _) => self.author(*conn),
+            (_, Some(author)) => author,
+            (_, None) => Author::named("api"),
+        };
         if let Origin::Session(conn) = origin {
             match self.delivery.can_write(conn) {
                 // Closed while this update was queued.
@@ -44,7 +53,41 @@ impl DocActor {
                 }
             }
         }
-        pending.push_back((update, origin));
+        // A verified user may not write under a client id another one writes under.
+        let doc = &self.doc;
+        if let Err(reason) = self
+            .history
+            .claim(&author, &update.update, |client| doc.clock(client))
+        {
+            tracing::warn!(doc = %self.name, user = ?author.name, %reason, "update refused");
+            match origin {
+                Origin::Session(conn) => out.closes.push((conn, CloseReason::Refused(reason))),
+                Origin::Api(reply) => {
+                    let _ = reply.send(Err(DocError::Refused(reason)));
+                }
+                Origin::Remote => {}
+            }
+            return;
+        }
+        pending.push_back((update, origin, vec![author.name]));
+    }
+
+    /// Who a session's updates are credited to: its authenticated user, or with auth off the
+    /// name its client announces (`user.name` in its awareness state), else its user.
+    fn author(&self, conn: ConnId) -> Author {
+        match self.delivery.info(conn) {
+            Some(info) if info.authenticated => Author {
+                name: info.user.clone(),
+                verified: true,
+            },
+            info => {
+                let fallback = info.map_or("anonymous", |i| i.user.as_ref());
+                match self.presence.user_name(conn) {
+                    Some(name) => Author::named(&name),
+                    None => Author::named(fallback),
+                }
+            }
+        }
     }
 
     pub(super) fn join(&mut self, session: SessionInfo, queue: SessionQueue, out: &mut Outgoing) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::contract::{DocStatus, DocStore, StoreError};
+use super::contract::{DocStatus, DocStore, StoreError, VersionRecord};
 use crate::name::DocName;
 
 /// Runs every check against stores made by `make`. It may return the same shared store each
@@ -220,9 +220,70 @@ where
         );
     }
 
-    for doc in [a, ab, a_b, large, shared] {
+    // Versions.
+    let h = name("history");
+    versions(&store, &other, &h).await;
+
+    for doc in [a, ab, a_b, large, shared, h] {
         store.delete(&doc).await.expect("clean up");
     }
+}
+
+/// The history half of the contract; `other` stands for a second node sharing the store.
+async fn versions(store: &Arc<dyn DocStore>, other: &Arc<dyn DocStore>, h: &DocName) {
+    let version = |seq: u64, tag: &str| VersionRecord {
+        seq,
+        meta: Bytes::from(format!("meta{tag}")),
+        data: Bytes::from(format!("data{tag}")),
+    };
+    assert!(store.versions(h).await.expect("versions").is_empty());
+    store.append(h, vec![rec("x")]).await.expect("append");
+    assert!(store.add_version(h, version(1, "1")).await.expect("add"));
+    assert!(
+        !other.add_version(h, version(1, "1b")).await.expect("add"),
+        "a taken number is refused"
+    );
+    assert!(store.add_version(h, version(3, "3")).await.expect("add"));
+    assert!(other.add_version(h, version(2, "2")).await.expect("add"));
+    let listed = store.versions(h).await.expect("versions");
+    assert_eq!(
+        listed,
+        vec![(1, rec("meta1")), (2, rec("meta2")), (3, rec("meta3"))],
+        "versions in number order, the first of a taken number kept"
+    );
+    let data = other.version_data(h, 2, 3).await.expect("data");
+    assert_eq!(data, vec![(2, rec("data2")), (3, rec("data3"))]);
+    assert!(store.version_data(h, 3, 2).await.expect("data").is_empty());
+
+    // Compaction leaves versions alone.
+    store.compact(h, rec("snap"), 1).await.expect("compact");
+    assert_eq!(store.versions(h).await.expect("versions").len(), 3);
+
+    store
+        .rewrite_versions(h, &[1, 2], vec![version(3, "3full")])
+        .await
+        .expect("rewrite");
+    assert_eq!(
+        other.versions(h).await.expect("versions"),
+        vec![(3, rec("meta3full"))]
+    );
+    assert_eq!(
+        store.version_data(h, 0, 10).await.expect("data"),
+        vec![(3, rec("data3full"))]
+    );
+
+    // Deleting removes them; a deleted document keeps none.
+    assert!(store.delete(h).await.expect("delete"));
+    assert!(store.versions(h).await.expect("versions").is_empty());
+    assert!(deleted(store.add_version(h, version(4, "4")).await));
+    assert!(deleted(
+        store.rewrite_versions(h, &[], vec![version(4, "4")]).await
+    ));
+    assert!(store.create(h).await.expect("create"));
+    assert!(
+        store.versions(h).await.expect("versions").is_empty(),
+        "a re-created document starts without history"
+    );
 }
 
 fn deleted<T>(result: Result<T, StoreError>) -> bool {

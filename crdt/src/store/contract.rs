@@ -10,6 +10,12 @@
 //!
 //! Deleting leaves a tombstone: a deleted document stays deleted (no append, no load) until it
 //! is created again, so a client that still holds it cannot quietly write it back.
+//!
+//! A document's history is a second, independent list: versions, each under a sequence number
+//! the document engine chooses, each an opaque `meta` (small: read to list versions) and `data`
+//! (read only to rebuild a version). Compaction never touches them; deleting the document
+//! removes them with it. Two nodes keeping a version at once cannot both have the same number:
+//! [`DocStore::add_version`] refuses a number that is taken.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -65,6 +71,20 @@ pub struct DocInfo {
     pub size_bytes: u64,
     /// Last write, in milliseconds since the Unix epoch (0 if the backend does not track it).
     pub updated_at_ms: u64,
+}
+
+/// A sequence number of a document's version (see the module comment).
+pub type VersionSeq = u64;
+
+/// One version of a document as the store keeps it; both parts are opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Its number, unique within the document.
+    pub seq: VersionSeq,
+    /// What listing needs (time, label, authors...), small.
+    pub meta: Bytes,
+    /// What rebuilding the version needs, read only for that.
+    pub data: Bytes,
 }
 
 /// Whether a document exists, as [`DocStore::status`] reports it.
@@ -128,8 +148,8 @@ pub trait DocStore: Send + Sync + 'static {
     /// Whether the document exists, was deleted, or neither.
     async fn status(&self, doc: &DocName) -> Result<DocStatus, StoreError>;
 
-    /// Removes everything stored for the document and leaves a tombstone; whether anything
-    /// existed.
+    /// Removes everything stored for the document, its versions included, and leaves a
+    /// tombstone; whether anything existed.
     async fn delete(&self, doc: &DocName) -> Result<bool, StoreError>;
 
     /// Every document that exists, in name order.
@@ -138,6 +158,33 @@ pub trait DocStore: Send + Sync + 'static {
     /// Every document that is deleted (has a tombstone), in name order: what a copy of the
     /// store must carry so that nothing deleted comes back (`weft migrate`, `export`).
     async fn deleted(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Keeps a version under `record.seq`, durably on return, unless that number is taken
+    /// (`false`, nothing changes: another node kept a version there first). A deleted document
+    /// refuses ([`StoreError::Deleted`]).
+    async fn add_version(&self, doc: &DocName, record: VersionRecord) -> Result<bool, StoreError>;
+
+    /// Every version's number and `meta`, in number order (empty for a document without any,
+    /// or a deleted one).
+    async fn versions(&self, doc: &DocName) -> Result<Vec<(VersionSeq, Bytes)>, StoreError>;
+
+    /// The `data` of the versions numbered `from..=to` that exist, in number order.
+    async fn version_data(
+        &self,
+        doc: &DocName,
+        from: VersionSeq,
+        to: VersionSeq,
+    ) -> Result<Vec<(VersionSeq, Bytes)>, StoreError>;
+
+    /// Removes the versions numbered in `drop` and stores `put` (replacing a version of the
+    /// same number), atomically: a reader sees all of it or none. How retention folds old
+    /// versions into a newer one. A deleted document refuses.
+    async fn rewrite_versions(
+        &self,
+        doc: &DocName,
+        drop: &[VersionSeq],
+        put: Vec<VersionRecord>,
+    ) -> Result<(), StoreError>;
 
     /// Whether the store works right now (for readiness checks).
     async fn check(&self) -> Result<(), StoreError> {

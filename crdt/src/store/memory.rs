@@ -8,7 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::contract::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+use super::contract::{
+    DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc, VersionRecord,
+    VersionSeq,
+};
 use crate::name::DocName;
 
 /// One document as kept in memory.
@@ -20,6 +23,8 @@ struct Entry {
     updated_at_ms: u64,
     /// A tombstone: deleted, nothing stored.
     deleted: bool,
+    /// Versions by number: (meta, data).
+    versions: BTreeMap<VersionSeq, (Bytes, Bytes)>,
 }
 
 /// Keeps every document in a map.
@@ -142,6 +147,65 @@ impl DocStore for MemoryStore {
                 updated_at_ms: entry.updated_at_ms,
             })
             .collect())
+    }
+
+    async fn add_version(&self, doc: &DocName, record: VersionRecord) -> Result<bool, StoreError> {
+        let mut docs = self.docs();
+        let entry = live(&mut docs, doc)?;
+        if entry.versions.contains_key(&record.seq) {
+            return Ok(false);
+        }
+        entry
+            .versions
+            .insert(record.seq, (record.meta, record.data));
+        Ok(true)
+    }
+
+    async fn versions(&self, doc: &DocName) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        Ok(self.docs().get(doc).map_or_else(Vec::new, |entry| {
+            entry
+                .versions
+                .iter()
+                .map(|(seq, (meta, _))| (*seq, meta.clone()))
+                .collect()
+        }))
+    }
+
+    async fn version_data(
+        &self,
+        doc: &DocName,
+        from: VersionSeq,
+        to: VersionSeq,
+    ) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self.docs().get(doc).map_or_else(Vec::new, |entry| {
+            entry
+                .versions
+                .range(from..=to)
+                .map(|(seq, (_, data))| (*seq, data.clone()))
+                .collect()
+        }))
+    }
+
+    async fn rewrite_versions(
+        &self,
+        doc: &DocName,
+        drop: &[VersionSeq],
+        put: Vec<VersionRecord>,
+    ) -> Result<(), StoreError> {
+        let mut docs = self.docs();
+        let entry = live(&mut docs, doc)?;
+        for seq in drop {
+            entry.versions.remove(seq);
+        }
+        for record in put {
+            entry
+                .versions
+                .insert(record.seq, (record.meta, record.data));
+        }
+        Ok(())
     }
 
     async fn deleted(&self) -> Result<Vec<String>, StoreError> {

@@ -11,5 +11,8 @@ mod memory;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use contract::{DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc};
+pub use contract::{
+    DocInfo, DocStatus, DocStore, LogEntry, LogPos, StoreError, StoredDoc, VersionRecord,
+    VersionSeq,
+};
 pub use memory::MemoryStore;

@@ -132,6 +132,7 @@ impl Harness {
             conn: uuid::Uuid::new_v4(),
             user: user.into(),
             can_write,
+            authenticated: false,
             durable_acks: false,
             stateless: false,
         };
@@ -359,6 +360,36 @@ impl DocStore for GatedStore {
 
     async fn deleted(&self) -> Result<Vec<String>, StoreError> {
         self.inner.deleted().await
+    }
+
+    async fn add_version(
+        &self,
+        doc: &DocName,
+        record: weft_crdt::store::VersionRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.add_version(doc, record).await
+    }
+
+    async fn versions(&self, doc: &DocName) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        self.inner.versions(doc).await
+    }
+
+    async fn version_data(
+        &self,
+        doc: &DocName,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        self.inner.version_data(doc, from, to).await
+    }
+
+    async fn rewrite_versions(
+        &self,
+        doc: &DocName,
+        drop: &[u64],
+        put: Vec<weft_crdt::store::VersionRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.rewrite_versions(doc, drop, put).await
     }
 }
 

@@ -74,6 +74,7 @@ impl DocSlot {
         let session = SessionInfo {
             conn: joiner.conn,
             user: Arc::from(joiner.access.sub.as_str()),
+            authenticated: joiner.access.counted_user().is_some(),
             can_write,
             durable_acks: joiner.durable_acks,
             stateless: joiner.access.may_send_stateless(),

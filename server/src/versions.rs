@@ -1,0 +1,298 @@
+//! The version-history part of the HTTP API (see README "History"):
+//!
+//! | method and path | needs | answer |
+//! |---|---|---|
+//! | `GET /api/docs/{name}/versions` | read | `[{id, at, label, authors, sizeBytes}]`, newest first; header `X-Weft-Permission: read\|write` |
+//! | `POST /api/docs/{name}/versions` `{"label"}` | write | 201, the named version (kept whatever the retention) |
+//! | `GET /api/docs/{name}/versions/{id}/update` | read | the state at that version, one binary Yjs v1 update |
+//! | `GET /api/docs/{name}/versions/{id}/json` | read | that state rendered like `/json` |
+//! | `GET /api/docs/{name}/versions/{id}/changes?since={id}` | read | each text's runs kept, inserted, deleted, with author and time |
+//! | `POST /api/docs/{name}/restore` `{"version"}` | write | 200 `{restored, before}` once every client has the restored content |
+//!
+//! With history off (`--history-retention 0s`) every one answers 404. Versions are read from the
+//! store, never from the live document, so reading history does not hold editing up; the CPU
+//! work (merging a chain, comparing two versions, computing a restore) runs on the blocking
+//! pool.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use weft_crdt::history::{self, HistoryError, VersionMeta};
+use weft_crdt::store::VersionSeq;
+use weft_crdt::DocName;
+use yrs::{ReadTxn, StateVector, Transact};
+
+use crate::api::{authorized_access, read_body, render_json, require_existing};
+use crate::auth::Permission;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The longest label a named version may have, in characters.
+const MAX_LABEL_CHARS: usize = 200;
+
+/// Registers the routes (inside the `/api` scope, before the document routes).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/docs/{name:.*}/versions", web::get().to(list))
+        .route("/docs/{name:.*}/versions", web::post().to(name_version))
+        .route(
+            "/docs/{name:.*}/versions/{id:[0-9]+}/update",
+            web::get().to(version_update),
+        )
+        .route(
+            "/docs/{name:.*}/versions/{id:[0-9]+}/json",
+            web::get().to(version_json),
+        )
+        .route(
+            "/docs/{name:.*}/versions/{id:[0-9]+}/changes",
+            web::get().to(version_changes),
+        )
+        .route("/docs/{name:.*}/restore", web::post().to(restore));
+}
+
+/// One version, as the API lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionJson {
+    id: String,
+    /// Milliseconds since the Unix epoch.
+    at: u64,
+    label: Option<String>,
+    authors: Vec<String>,
+    size_bytes: u64,
+}
+
+impl From<&VersionMeta> for VersionJson {
+    fn from(meta: &VersionMeta) -> Self {
+        VersionJson {
+            id: meta.seq.to_string(),
+            at: meta.at,
+            label: meta.label.clone(),
+            authors: meta
+                .authors
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
+            size_bytes: meta.size,
+        }
+    }
+}
+
+fn history_on(state: &AppState) -> Result<(), ApiError> {
+    if state.config.history_retention.is_zero() {
+        return Err(ApiError::NotFound(
+            "version history is off (--history-retention 0s)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn history_error(error: HistoryError) -> ApiError {
+    match error {
+        HistoryError::NotFound => ApiError::NotFound("no such version".into()),
+        HistoryError::Store(error) => ApiError::Unavailable(error.to_string()),
+        HistoryError::Unreadable(why) => ApiError::Internal(why),
+    }
+}
+
+/// Checks access, that history is on and that the document exists.
+async fn open(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
+    needed: Permission,
+) -> Result<(DocName, crate::auth::Access), ApiError> {
+    let (name, access) = authorized_access(req, path, state, needed)?;
+    history_on(state)?;
+    require_existing(state, &name).await?;
+    Ok((name, access))
+}
+
+async fn list(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, access) = open(&req, &path, &state, Permission::Read).await?;
+    let metas = history::list(state.registry.store().as_ref(), &name)
+        .await
+        .map_err(history_error)?;
+    let listing: Vec<VersionJson> = metas.iter().rev().map(VersionJson::from).collect();
+    let permission = match access.permission {
+        Permission::Write => "write",
+        Permission::Read => "read",
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Weft-Permission", permission))
+        .json(listing))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameRequest {
+    label: String,
+}
+
+async fn name_version(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, _) = open(&req, &path, &state, Permission::Write).await?;
+    let (body, _reservation) = read_body(&req, payload, &state).await?;
+    let request: NameRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"label\": \"...\"}}: {e}")))?;
+    let label = request.label.trim().to_string();
+    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "a label is 1 to {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    let kept = state.registry.keep_version(&name, Some(label)).await?;
+    let meta = kept.ok_or_else(|| ApiError::Internal("no version was kept".into()))?;
+    Ok(HttpResponse::Created().json(VersionJson::from(&meta)))
+}
+
+fn version_id(id: &str) -> Result<VersionSeq, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound("no such version".into()))
+}
+
+/// The state at a version, read from the store.
+async fn state_at(
+    state: &AppState,
+    name: &DocName,
+    id: VersionSeq,
+) -> Result<(VersionMeta, bytes::Bytes), ApiError> {
+    history::version_update(state.registry.store().as_ref(), name, id)
+        .await
+        .map_err(history_error)
+}
+
+async fn version_update(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (path, id) = path.into_inner();
+    let (name, _) = open(&req, &path, &state, Permission::Read).await?;
+    let (_, update) = state_at(&state, &name, version_id(&id)?).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(update))
+}
+
+async fn version_json(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (path, id) = path.into_inner();
+    let (name, _) = open(&req, &path, &state, Permission::Read).await?;
+    let (_, update) = state_at(&state, &name, version_id(&id)?).await?;
+    let json = blocking(move || {
+        let doc = history::version_doc(&update, false).map_err(history_error)?;
+        Ok(render_json(&doc))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json))
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: Option<String>,
+}
+
+async fn version_changes(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<ChangesQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (path, id) = path.into_inner();
+    let (name, _) = open(&req, &path, &state, Permission::Read).await?;
+    let version = version_id(&id)?;
+    let since = match query.since.as_deref() {
+        None | Some("") => None,
+        Some(since) => Some(since.parse::<VersionSeq>().map_err(|_| {
+            ApiError::BadRequest("since must be the id of an older version".into())
+        })?),
+    };
+    if since.is_some_and(|since| since >= version) {
+        return Err(ApiError::BadRequest(
+            "since must be the id of an older version".into(),
+        ));
+    }
+    let store = state.registry.store().clone();
+    let changes = history::changes::changes(store.as_ref(), &name, version, since)
+        .await
+        .map_err(history_error)?;
+    Ok(HttpResponse::Ok().json(changes))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreRequest {
+    version: String,
+}
+
+#[derive(Serialize)]
+struct Restored {
+    restored: String,
+    before: Option<String>,
+}
+
+async fn restore(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, access) = open(&req, &path, &state, Permission::Write).await?;
+    let (body, _reservation) = read_body(&req, payload, &state).await?;
+    let request: RestoreRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": \"<id>\"}}: {e}")))?;
+    let version = version_id(&request.version)?;
+    let (_, target) = state_at(&state, &name, version).await?;
+    // The state before the restore is kept, named, so the restore can be undone.
+    let before = state
+        .registry
+        .keep_version(&name, Some(format!("Before restoring version {version}")))
+        .await?;
+    let (current, roots) = state
+        .registry
+        .read(&name, |doc| {
+            let txn = doc.transact();
+            let roots: Vec<String> = txn.root_refs().map(|(n, _)| n.to_string()).collect();
+            (
+                txn.encode_state_as_update_v1(&StateVector::default()),
+                roots,
+            )
+        })
+        .await?;
+    let revert = blocking(move || {
+        history::revert_update(&target, &current, &roots, yrs::block::ClientID::random())
+            .map_err(history_error)
+    })
+    .await?;
+    if let Some(revert) = revert {
+        state
+            .registry
+            .apply_update(&name, revert, access.author())
+            .await?;
+    }
+    tracing::info!(doc = %name, version, "version restored");
+    Ok(HttpResponse::Ok().json(Restored {
+        restored: version.to_string(),
+        before: before.map(|m| m.seq.to_string()),
+    }))
+}
+
+/// Runs CPU work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError::Internal("the work panicked".into()))?
+}

@@ -1,0 +1,652 @@
+//! Version history: naming, listing, reading, comparing and restoring versions over the HTTP
+//! API while clients edit live; automatic versions and retention; who wrote what, and a client
+//! id another user writes under refused; versions surviving a restart and SIGKILL.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use weft_server::auth::{claims_for, AuthConfig, Authenticator, Permission};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use crate::helpers::*;
+
+const SECRET: &str = "history-test-secret-with-entropy";
+
+fn history_config(dir: &std::path::Path) -> weft_server::ServerConfig {
+    let mut config = test_config(dir);
+    // Versions are named explicitly in most tests: keep automatic ones out of the way.
+    config.history_interval = Duration::from_secs(3600);
+    config
+}
+
+fn token(sub: &str, doc: &str, perm: Permission, ttl: Duration) -> String {
+    Authenticator::from_config(&AuthConfig {
+        auth_secret: Some(SECRET.into()),
+        ..AuthConfig::default()
+    })
+    .unwrap()
+    .unwrap()
+    .issue(&claims_for(sub, doc, perm, ttl))
+    .unwrap()
+}
+
+/// Announces `name` as the client's awareness user name (how edits are credited without auth).
+async fn announce(client: &mut TestClient, name: &str) {
+    let id = client.doc.client_id().get();
+    let state = json!({"user": {"name": name, "color": "#123456"}}).to_string();
+    client.send(awareness_frame(id, 1, &state)).await;
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.json().await.unwrap()
+}
+
+async fn name_version(http: &reqwest::Client, app: &TestApp, doc: &str, label: &str) -> Value {
+    let response = http
+        .post(app.http_url(&format!("/api/docs/{doc}/versions")))
+        .json(&json!({ "label": label }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_named_listed_read_compared_and_restored_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(history_config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| app.http_url(&format!("/api/docs/notes{path}"));
+
+    let mut alice = TestClient::connect_synced(&app.ws_url("notes")).await;
+    let mut bob = TestClient::connect_synced(&app.ws_url("notes")).await;
+    announce(&mut alice, "alice").await;
+    announce(&mut bob, "bob").await;
+    bob.pump_until("alice's name", |c| c.awareness_clients().len() >= 2)
+        .await;
+    alice.insert(0, "Hello").await;
+    bob.pump_until("Hello", |c| c.text() == "Hello").await;
+    let first = name_version(&http, &app, "notes", "first draft").await;
+    assert_eq!(first["id"], "1");
+    assert_eq!(first["label"], "first draft");
+    assert_eq!(first["authors"], json!(["alice"]));
+
+    bob.insert(5, " world").await;
+    alice
+        .pump_until("world", |c| c.text() == "Hello world")
+        .await;
+    let second = name_version(&http, &app, "notes", "second").await;
+    assert_eq!(
+        second["authors"],
+        json!(["bob"]),
+        "only what changed since the first"
+    );
+
+    // Listing: newest first, with who and when.
+    let listed = get_json(&http, api("/versions")).await;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["2", "1"]);
+    assert!(listed[0]["at"].as_u64().unwrap() >= listed[1]["at"].as_u64().unwrap());
+    assert!(listed[0]["sizeBytes"].as_u64().unwrap() > 0);
+
+    // Reading a version, as an update and as JSON.
+    let update = http.get(api("/versions/1/update")).send().await.unwrap();
+    assert_eq!(update.headers()["content-type"], "application/octet-stream");
+    assert_eq!(text_of(&update.bytes().await.unwrap()), "Hello");
+    assert_eq!(
+        get_json(&http, api("/versions/2/json")).await,
+        json!({"text": "Hello world"})
+    );
+
+    // What changed, with its author.
+    let changes = get_json(&http, api("/versions/2/changes")).await;
+    assert_eq!(changes["since"], "1");
+    let runs = &changes["texts"]["text"];
+    assert_eq!(runs[0]["type"], "keep");
+    assert_eq!(runs[0]["text"], "Hello");
+    assert_eq!(runs[1]["type"], "insert");
+    assert_eq!(runs[1]["text"], " world");
+    assert_eq!(runs[1]["author"], "bob");
+    assert_eq!(runs[1]["at"], second["at"]);
+    // From nothing: everything is an insertion.
+    let all = get_json(&http, api("/versions/1/changes")).await;
+    assert_eq!(all["since"], Value::Null);
+    assert_eq!(all["texts"]["text"][0]["type"], "insert");
+    assert_eq!(all["texts"]["text"][0]["author"], "alice");
+
+    // A deletion is credited to who deleted.
+    {
+        let text = bob.doc.get_or_insert_text("text");
+        bob.change(|txn| yrs::Text::remove_range(&text, txn, 5, 6))
+            .await;
+    }
+    alice.pump_until("deletion", |c| c.text() == "Hello").await;
+    let third = name_version(&http, &app, "notes", "shorter").await;
+    assert_eq!(third["id"], "3");
+    let changes = get_json(&http, api("/versions/3/changes")).await;
+    let runs = &changes["texts"]["text"];
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    assert_eq!(runs[1]["type"], "delete");
+    assert_eq!(runs[1]["text"], " world");
+    assert_eq!(runs[1]["author"], "bob");
+    // Across several versions: since 1, nothing changed in the end but who did what shows.
+    let across = get_json(&http, api("/versions/3/changes?since=1")).await;
+    assert_eq!(across["since"], "1");
+    assert_eq!(
+        across["texts"]["text"],
+        json!([{"type": "keep", "text": "Hello", "author": null, "at": null}])
+    );
+
+    // Restore: a new edit every connected client receives at once.
+    let restored = http
+        .post(api("/restore"))
+        .json(&json!({"version": "2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), 200);
+    let restored: Value = restored.json().await.unwrap();
+    assert_eq!(restored["restored"], "2");
+    let before = restored["before"].as_str().unwrap().to_string();
+    alice
+        .pump_until("restored", |c| c.text() == "Hello world")
+        .await;
+    bob.pump_until("restored", |c| c.text() == "Hello world")
+        .await;
+    // Clients keep editing on top of it.
+    alice.insert(11, "!").await;
+    bob.pump_until("edit after restore", |c| c.text() == "Hello world!")
+        .await;
+
+    // The state before the restore was kept, named; restoring it undoes the restore.
+    let listed = get_json(&http, api("/versions")).await;
+    let kept = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == before.as_str())
+        .expect("the version before the restore is listed");
+    assert_eq!(kept["label"], "Before restoring version 2");
+    assert_eq!(
+        get_json(&http, api(&format!("/versions/{before}/json"))).await,
+        json!({"text": "Hello"})
+    );
+    let undone = http
+        .post(api("/restore"))
+        .json(&json!({ "version": before }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(undone.status(), 200);
+    bob.pump_until("restore undone", |c| c.text() == "Hello")
+        .await;
+    alice
+        .pump_until("restore undone", |c| c.text() == "Hello")
+        .await;
+    let fresh = TestClient::connect_synced(&app.ws_url("notes")).await;
+    assert_eq!(fresh.text(), "Hello");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_requests_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = history_config(dir.path());
+    config.max_message_bytes = 64 * 1024;
+    let app = spawn_app(config).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| app.http_url(&format!("/api/docs/d{path}"));
+    let mut client = TestClient::connect_synced(&app.ws_url("d")).await;
+    client.insert(0, "text").await;
+    name_version(&http, &app, "d", "one").await;
+
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let post = |path: &str, body: Value| http.post(api(path)).json(&body).send();
+    assert_eq!(
+        status(post("/versions", json!({"label": ""})).await.unwrap()),
+        400
+    );
+    assert_eq!(
+        status(
+            post("/versions", json!({"label": "x".repeat(201)}))
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(post("/versions", json!({"name": "x"})).await.unwrap()),
+        400
+    );
+    let huge = http
+        .post(api("/versions"))
+        .body(vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(
+        status(post("/restore", json!({"version": "99"})).await.unwrap()),
+        404
+    );
+    assert_eq!(
+        status(post("/restore", json!({"version": "x"})).await.unwrap()),
+        404
+    );
+    for path in [
+        "/versions/99/update",
+        "/versions/99/json",
+        "/versions/99/changes",
+    ] {
+        assert_eq!(
+            status(http.get(api(path)).send().await.unwrap()),
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(
+            http.get(api("/versions/1/changes?since=1"))
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            http.get(api("/versions/1/changes?since=abc"))
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    let missing = http
+        .get(app.http_url("/api/docs/nothing-here/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // Nothing above kept a version.
+    let listed = get_json(&http, api("/versions")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    app.stop().await;
+
+    // History off: every history route answers 404, and nothing is kept.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = history_config(dir.path());
+    config.history_retention = Duration::ZERO;
+    let app = spawn_app(config).await;
+    let mut client = TestClient::connect_synced(&app.ws_url("d")).await;
+    client.insert(0, "text").await;
+    client.pump_until("stored", |c| c.text() == "text").await;
+    let off = http
+        .get(app.http_url("/api/docs/d/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 404);
+    let off = http
+        .post(app.http_url("/api/docs/d/versions"))
+        .json(&json!({"label": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 404);
+    drop(client);
+    let store = app.registry.store().clone();
+    let name = weft_crdt::DocName::new("d").unwrap();
+    app.stop().await;
+    assert!(store.versions(&name).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_respects_tokens_and_refuses_writing_under_another_users_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = history_config(dir.path());
+    config.auth = AuthConfig {
+        auth_secret: Some(SECRET.into()),
+        ..AuthConfig::default()
+    };
+    let app = spawn_app(config).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| app.http_url(&format!("/api/docs/team/plan{path}"));
+    let hour = Duration::from_secs(3600);
+    let alice = token("alice", "team/*", Permission::Write, hour);
+    let bob = token("bob", "team/*", Permission::Write, hour);
+    let reader = token("carol", "team/*", Permission::Read, hour);
+    let ws = |token: &str| format!("{}?token={token}", app.ws_url("team/plan"));
+
+    let mut a = TestClient::connect_synced(&ws(&alice)).await;
+    a.insert(0, "alice wrote this").await;
+    let kept = http
+        .post(api("/versions"))
+        .bearer_auth(&alice)
+        .json(&json!({"label": "v1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 201);
+    let kept: Value = kept.json().await.unwrap();
+    assert_eq!(
+        kept["authors"],
+        json!(["alice"]),
+        "credited to the token's subject"
+    );
+
+    // No token, a forged one, an expired one: refused. A read token lists and reads only.
+    let unauthorized = http.get(api("/versions")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let forged = Authenticator::from_config(&AuthConfig {
+        auth_secret: Some("some-other-secret-with-entropy".into()),
+        ..AuthConfig::default()
+    })
+    .unwrap()
+    .unwrap()
+    .issue(&claims_for("alice", "team/*", Permission::Write, hour))
+    .unwrap();
+    let mut expired_claims = claims_for("alice", "team/*", Permission::Write, Duration::ZERO);
+    expired_claims.exp -= 3600;
+    let expired = Authenticator::from_config(&AuthConfig {
+        auth_secret: Some(SECRET.into()),
+        ..AuthConfig::default()
+    })
+    .unwrap()
+    .unwrap()
+    .issue(&expired_claims)
+    .unwrap();
+    for bad in [&forged, &expired] {
+        let refused = http
+            .post(api("/restore"))
+            .bearer_auth(bad)
+            .json(&json!({"version": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+    let listed = http
+        .get(api("/versions"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.headers()["x-weft-permission"], "read");
+    let read = http
+        .get(api("/versions/1/json"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    for (path, body) in [
+        ("/versions", json!({"label": "nope"})),
+        ("/restore", json!({"version": "1"})),
+    ] {
+        let refused = http
+            .post(api(path))
+            .bearer_auth(&reader)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{path}");
+    }
+    let other_doc = token("alice", "other/*", Permission::Write, hour);
+    let refused = http
+        .get(api("/versions"))
+        .bearer_auth(&other_doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    // Bob writing under alice's client id is refused and closed; nothing of it is stored.
+    let mut b = TestClient::connect(&ws(&bob)).await;
+    b.doc = Doc::with_client_id(a.doc.client_id().get());
+    let sv = b.doc.transact().state_vector();
+    b.send(weft_crdt::protocol::encode_sync_step1(&sv).to_vec())
+        .await;
+    b.pump_until("synced", |c| c.synced).await;
+    b.insert(0, "forged ").await;
+    assert_eq!(b.expect_close().await, Some(1008));
+    // Alice goes on writing under her own id.
+    a.insert(0, ">").await;
+    let fresh = TestClient::connect_synced(&ws(&alice)).await;
+    assert_eq!(fresh.text(), ">alice wrote this");
+    // Bob under his own id is fine, and credited to bob.
+    let mut b = TestClient::connect_synced(&ws(&bob)).await;
+    b.insert(0, "bob: ").await;
+    a.pump_until("bob's edit", |c| c.text().starts_with("bob: "))
+        .await;
+    let v2 = http
+        .post(api("/versions"))
+        .bearer_auth(&bob)
+        .json(&json!({"label": "v2"}))
+        .send()
+        .await
+        .unwrap();
+    let v2: Value = v2.json().await.unwrap();
+    assert_eq!(v2["authors"], json!(["alice", "bob"]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_versions_follow_the_interval_and_retention_drops_old_unnamed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.history_interval = Duration::from_millis(200);
+    config.history_retention = Duration::from_secs(3);
+    let app = spawn_app(config).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| app.http_url(&format!("/api/docs/auto{path}"));
+    let list = || async { get_json(&http, api("/versions")).await };
+
+    let mut client = TestClient::connect_synced(&app.ws_url("auto")).await;
+    client.insert(0, "a").await;
+    poll_until("an automatic version", || async {
+        list().await.as_array().unwrap().len() == 1
+    })
+    .await;
+    name_version(&http, &app, "auto", "named").await; // version 2, never dropped
+    client.insert(1, "b").await;
+    poll_until("a second automatic version", || async {
+        list().await.as_array().unwrap().len() == 3
+    })
+    .await;
+    // Nothing changes: no more versions.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(list().await.as_array().unwrap().len(), 3);
+
+    // Once versions 1 and 3 are older than the retention, the next version drops them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.insert(2, "c").await;
+    poll_until("old unnamed versions dropped", || async {
+        let ids: Vec<String> = list()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect();
+        ids == ["4", "2"]
+    })
+    .await;
+    // What is left still reads back whole.
+    for (id, text) in [("2", "a"), ("4", "abc")] {
+        let update = http
+            .get(api(&format!("/versions/{id}/update")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            text_of(&update.bytes().await.unwrap()),
+            text,
+            "version {id}"
+        );
+    }
+
+    // The last client leaving keeps a version at once.
+    client.insert(3, "d").await;
+    client.pump_until("stored", |c| c.text() == "abcd").await;
+    drop(client);
+    poll_until("a version when the last client left", || async {
+        list().await[0]["id"] == "5"
+    })
+    .await;
+    let update = http.get(api("/versions/5/update")).send().await.unwrap();
+    assert_eq!(text_of(&update.bytes().await.unwrap()), "abcd");
+    app.stop().await;
+}
+
+/// Every listed version with its state, to compare across a restart.
+async fn snapshot(http: &reqwest::Client, base: &str) -> Vec<(Value, Vec<u8>)> {
+    let listed: Value = http
+        .get(format!("{base}/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for version in listed.as_array().unwrap() {
+        let id = version["id"].as_str().unwrap();
+        let update = http
+            .get(format!("{base}/versions/{id}/update"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.push((version.clone(), update.to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_attribution_survive_restart_and_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--history-interval", "100ms"];
+    let server = WeftProcess::start(dir.path(), &args);
+    let http = reqwest::Client::new();
+    let base = server.http_url("/api/docs/kept");
+    let mut client = TestClient::connect_synced(&server.ws_url("kept")).await;
+    announce(&mut client, "dana").await;
+    for round in 0..5u32 {
+        client.insert(round, &round.to_string()).await;
+        let listed = move |http: reqwest::Client, base: String| async move {
+            let v: Value = http
+                .get(format!("{base}/versions"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.as_array().unwrap().len()
+        };
+        let want = round as usize + 1;
+        poll_until("a version per round", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { listed(http, base).await >= want }
+        })
+        .await;
+    }
+    // Edits after the last version: a SIGKILL loses their attribution, never a version.
+    client.insert(0, "x").await;
+    client
+        .pump_until("edit", |c| c.text().starts_with('x'))
+        .await;
+    let before = snapshot(&http, &base).await;
+    assert!(before.iter().all(|(v, _)| v["authors"] == json!(["dana"])));
+    server.kill9();
+
+    let server = WeftProcess::start(dir.path(), &args);
+    let base = server.http_url("/api/docs/kept");
+    let after = snapshot(&http, &base).await;
+    assert_eq!(
+        after[after.len() - before.len()..],
+        before[..],
+        "every version listed before the kill is listed, unchanged"
+    );
+    // The edit after the last version is kept in the next one.
+    let mut client = TestClient::connect_synced(&server.ws_url("kept")).await;
+    client.insert(0, "y").await;
+    client
+        .pump_until("edit", |c| c.text().starts_with("yx"))
+        .await;
+    poll_until("a version after the restart", || {
+        let (http, base) = (http.clone(), base.clone());
+        let known = before.len();
+        async move { snapshot(&http, &base).await.len() > known }
+    })
+    .await;
+    let latest = snapshot(&http, &base).await;
+    assert_eq!(text_of(&latest[0].1), client.text());
+    server.terminate();
+
+    // A graceful restart keeps them all too.
+    let server = WeftProcess::start(dir.path(), &args);
+    let base = server.http_url("/api/docs/kept");
+    assert_eq!(snapshot(&http, &base).await, latest);
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_reaches_rich_text_and_maps_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(history_config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let mut client = TestClient::connect_synced(&app.ws_url("rich")).await;
+    client
+        .change(|txn| {
+            use yrs::{Map, WriteTxn, XmlFragment};
+            let fragment = txn.get_or_insert_xml_fragment("default");
+            fragment.insert(txn, 0, yrs::XmlTextPrelim::new("first"));
+            let map = txn.get_or_insert_map("meta");
+            map.insert(txn, "title", "one");
+        })
+        .await;
+    name_version(&http, &app, "rich", "one").await;
+    client
+        .change(|txn| {
+            use yrs::{Map, WriteTxn, XmlFragment};
+            let fragment = txn.get_or_insert_xml_fragment("default");
+            fragment.insert(txn, 1, yrs::XmlTextPrelim::new("second"));
+            let map = txn.get_or_insert_map("meta");
+            map.insert(txn, "title", "two");
+            map.insert(txn, "extra", true);
+        })
+        .await;
+    let restored = http
+        .post(app.http_url("/api/docs/rich/restore"))
+        .json(&json!({"version": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), 200);
+    let want = get_json(&http, app.http_url("/api/docs/rich/versions/1/json")).await;
+    poll_until("the document equals version 1", || async {
+        get_json(&http, app.http_url("/api/docs/rich/json")).await == want
+    })
+    .await;
+    assert_eq!(want["meta"], json!({"title": "one"}));
+    let state = client
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    assert!(!state.is_empty());
+    app.stop().await;
+}
