@@ -154,6 +154,78 @@ async fn edits_and_deletion_cross_nodes() {
     b.stop().await;
 }
 
+/// A version kept on one node is listed, read and restorable on another, with the authors of
+/// both nodes' edits (the fan-out carries who wrote each update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_cross_nodes() {
+    use serde_json::{json, Value};
+    let prefix = unique("weft-test") + ":";
+    let (a, _dir_a) = node(&prefix, &redis_url()).await;
+    let (b, _dir_b) = node(&prefix, &redis_url()).await;
+    let http = reqwest::Client::new();
+    let doc = unique("history");
+    let mut on_a = TestClient::connect_synced(&a.ws_url(&doc)).await;
+    let mut on_b = TestClient::connect_synced(&b.ws_url(&doc)).await;
+    for (client, name) in [(&mut on_a, "alice"), (&mut on_b, "bob")] {
+        let id = client.doc.client_id().get();
+        let state = json!({"user": {"name": name}}).to_string();
+        client.send(awareness_frame(id, 1, &state)).await;
+    }
+    on_a.pump_until("bob's presence", |c| c.awareness_clients().len() == 2)
+        .await;
+    on_b.pump_until("alice's presence", |c| c.awareness_clients().len() == 2)
+        .await;
+    on_a.insert(0, "one").await;
+    on_b.pump_until("a's edit", |c| c.text() == "one").await;
+    on_b.insert(3, " two").await;
+    on_a.pump_until("b's edit", |c| c.text() == "one two").await;
+
+    let kept = http
+        .post(a.http_url(&format!("/api/docs/{doc}/versions")))
+        .json(&json!({"label": "v1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 201);
+    let kept: Value = kept.json().await.unwrap();
+    assert_eq!(kept["authors"], json!(["alice", "bob"]));
+    let id = kept["id"].as_str().unwrap().to_string();
+
+    let listed: Value = http
+        .get(b.http_url(&format!("/api/docs/{doc}/versions")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["id"], id.as_str(), "listed on the other node");
+    assert_eq!(listed[0]["label"], "v1");
+
+    on_a.insert(7, " three").await;
+    on_b.pump_until("more", |c| c.text() == "one two three").await;
+    let restored = http
+        .post(b.http_url(&format!("/api/docs/{doc}/restore")))
+        .json(&json!({ "version": id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), 200);
+    on_a.pump_until("restored on a", |c| c.text() == "one two").await;
+    on_b.pump_until("restored on b", |c| c.text() == "one two").await;
+    let listed: Value = http
+        .get(a.http_url(&format!("/api/docs/{doc}/versions")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["label"], format!("Before restoring version {id}"));
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A private redis-server for the test that restarts it.
 struct PrivateRedis {
     port: u16,
