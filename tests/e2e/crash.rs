@@ -2,9 +2,11 @@
 //! write continuously; after every restart, every update any client received from the server
 //! must still be there. The server compacts every 15 updates and unloads idle documents after
 //! 30 ms while churning clients open and leave other documents, so kills regularly land during
-//! compaction and during idle unload.
+//! compaction and during idle unload. Versions are kept every 50 ms of editing (and whenever a
+//! churning client leaves): every version listed before a kill must still be listed, unchanged,
+//! after it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +38,17 @@ fn markers(client: &TestClient) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_update_is_lost_across_sigkills() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--compact-after-updates", "15", "--idle-unload", "30ms"];
+    let args = [
+        "--compact-after-updates",
+        "15",
+        "--idle-unload",
+        "30ms",
+        "--history-interval",
+        "50ms",
+    ];
+    let http = reqwest::Client::new();
+    // Every version seen listed so far: (document, id) -> (listing entry, state).
+    let mut versions: BTreeMap<(String, String), (serde_json::Value, Vec<u8>)> = BTreeMap::new();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     // Writers keep their documents across rounds, like y-websocket clients across reconnects:
     // whatever the server lost unacknowledged they resend on the next sync.
@@ -67,6 +79,20 @@ async fn no_acknowledged_update_is_lost_across_sigkills() {
             );
             if round == KILLS {
                 total_recovered += present.len();
+            }
+        }
+        // No listed version is lost or changed.
+        for name in (0..DOCS).flat_map(|d| [doc_name(d), format!("crash/churn-{d}")]) {
+            let listed = listed_versions(&http, &server, &name).await;
+            for ((doc, id), seen) in versions.iter().filter(|((doc, _), _)| *doc == name) {
+                assert_eq!(
+                    listed.get(id),
+                    Some(seen),
+                    "round {round}: version {id} of {doc} lost or changed"
+                );
+            }
+            for (id, version) in listed {
+                versions.insert((name.clone(), id), version);
             }
         }
         if round == KILLS {
@@ -172,9 +198,40 @@ async fn no_acknowledged_update_is_lost_across_sigkills() {
     let ledger = ledger.lock().unwrap();
     let written: usize = ledger.written.values().map(BTreeSet::len).sum();
     let acked: usize = ledger.acked.values().map(BTreeSet::len).sum();
-    println!("crash test: {KILLS} SIGKILLs, {written} updates written, {acked} acknowledged, {total_recovered} recovered, 0 lost");
+    println!("crash test: {KILLS} SIGKILLs, {written} updates written, {acked} acknowledged, {total_recovered} recovered, 0 lost; {} versions kept, none lost or changed", versions.len());
+    assert!(
+        versions.len() > 10,
+        "the test must keep versions ({})",
+        versions.len()
+    );
     assert!(
         acked > 100,
         "the test must exercise real traffic (acked {acked})"
     );
+}
+
+/// Every version of `doc` the server lists, by id, with its state.
+async fn listed_versions(
+    http: &reqwest::Client,
+    server: &WeftProcess,
+    doc: &str,
+) -> BTreeMap<String, (serde_json::Value, Vec<u8>)> {
+    let base = server.http_url(&format!("/api/docs/{doc}/versions"));
+    let response = http.get(&base).send().await.unwrap();
+    if response.status() == 404 {
+        return BTreeMap::new(); // Not created yet.
+    }
+    let listed: serde_json::Value = response.json().await.unwrap();
+    let mut out = BTreeMap::new();
+    for version in listed.as_array().unwrap() {
+        let id = version["id"].as_str().unwrap().to_string();
+        let state = http
+            .get(format!("{base}/{id}/update"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(state.status(), 200, "version {id} of {doc} unreadable");
+        out.insert(id, (version.clone(), state.bytes().await.unwrap().to_vec()));
+    }
+    out
 }
