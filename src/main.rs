@@ -202,6 +202,7 @@ async fn run_migrate(from: &StoreSpec, to: &StoreSpec, merge: bool) -> anyhow::R
     .await
     .with_context(|| format!("migrating {from} to {to}"))?;
     deletions(report.deleted, &report.kept);
+    println!("{} versions copied and verified", report.versions);
     finish(report.copied, "copied and verified", &report.damaged)
 }
 

@@ -97,6 +97,25 @@ async fn check_docs(config: weft_server::ServerConfig) {
         let reader = TestClient::connect_synced(&app.ws_url(doc)).await;
         assert_eq!(reader.text(), *text, "document {doc}");
     }
+    app.stop().await;
+}
+
+/// Checks the documents' version history came along (a version was kept when each one's last
+/// client left).
+async fn check_versions(config: weft_server::ServerConfig) {
+    let app = spawn_app(config).await;
+    for (doc, text) in DOCS {
+        let url = app.http_url(&format!("/api/docs/{doc}/versions"));
+        let listed: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let id = listed[0]["id"].as_str().expect("a version").to_string();
+        let json: serde_json::Value = reqwest::get(format!("{url}/{id}/json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(json["text"], *text, "version {id} of {doc}");
+    }
     let listed: serde_json::Value = reqwest::get(app.http_url("/api/docs"))
         .await
         .unwrap()
@@ -133,8 +152,10 @@ async fn migrate_copies_every_document_from_sled_to_postgres_and_back() {
     let (ok, out) = weft(&["migrate", "--from", &sled(first.path()), "--to", &db.url]);
     assert!(ok, "{out}");
     assert!(out.contains("3 documents copied and verified"), "{out}");
+    assert!(out.contains("2 versions copied and verified"), "{out}");
     let unused = tempfile::tempdir().unwrap();
     check_docs(with_store(unused.path(), Some(&db.url))).await;
+    check_versions(with_store(unused.path(), Some(&db.url))).await;
 
     // The destination has them now: a second run refuses and writes nothing ...
     let (ok, out) = weft(&["migrate", "--from", &sled(first.path()), "--to", &db.url]);
@@ -156,6 +177,7 @@ async fn migrate_copies_every_document_from_sled_to_postgres_and_back() {
     let (ok, out) = weft(&["migrate", "--from", &db.url, "--to", &sled(second.path())]);
     assert!(ok, "{out}");
     check_docs(with_store(second.path(), None)).await;
+    check_versions(with_store(second.path(), None)).await;
 
     // fsck reads PostgreSQL too.
     let (ok, out) = weft(&["fsck", "--store", &db.url]);

@@ -1,5 +1,6 @@
 //! `weft migrate`: copies every document from one store to another (sled to PostgreSQL or
-//! back), each one verified by reading it back from the destination, and every deletion
+//! back), each one verified by reading it back from the destination, with its version
+//! history, and every deletion
 //! (tombstone), so that nothing deleted in the source comes back in the destination.
 
 use weft_crdt::recovery::Damage;
@@ -12,6 +13,8 @@ use super::copy::{self, CopyError, Deletion};
 pub struct Report {
     /// Documents copied and verified.
     pub copied: usize,
+    /// Versions copied and verified (all documents together).
+    pub versions: usize,
     /// Documents whose damaged records were left out (copied without them).
     pub damaged: Vec<(String, Vec<Damage>)>,
     /// Deletions carried over (tombstones written).
@@ -49,6 +52,7 @@ pub async fn migrate(
     for name in names {
         let state = copy::read(from, &name).await?;
         copy::write(to, &name, &state).await?;
+        report.versions += copy::copy_versions(from, to, &name).await?;
         if !state.damage.is_empty() {
             report.damaged.push((name.to_string(), state.damage));
         }
