@@ -203,7 +203,8 @@ async fn versions_cross_nodes() {
     assert_eq!(listed[0]["label"], "v1");
 
     on_a.insert(7, " three").await;
-    on_b.pump_until("more", |c| c.text() == "one two three").await;
+    on_b.pump_until("more", |c| c.text() == "one two three")
+        .await;
     let restored = http
         .post(b.http_url(&format!("/api/docs/{doc}/restore")))
         .json(&json!({ "version": id }))
@@ -211,8 +212,10 @@ async fn versions_cross_nodes() {
         .await
         .unwrap();
     assert_eq!(restored.status(), 200);
-    on_a.pump_until("restored on a", |c| c.text() == "one two").await;
-    on_b.pump_until("restored on b", |c| c.text() == "one two").await;
+    on_a.pump_until("restored on a", |c| c.text() == "one two")
+        .await;
+    on_b.pump_until("restored on b", |c| c.text() == "one two")
+        .await;
     let listed: Value = http
         .get(a.http_url(&format!("/api/docs/{doc}/versions")))
         .send()
