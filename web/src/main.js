@@ -10,9 +10,10 @@ import { yCollab } from 'y-codemirror.next'
 import { EditorView, basicSetup } from 'codemirror'
 import { EditorState } from '@codemirror/state'
 import { markdown } from '@codemirror/lang-markdown'
+import { colorFor } from './people.js'
+import { setupHistory } from './history.js'
 
 const NAME_RE = /^[A-Za-z0-9/_.-]{1,256}$/
-const COLORS = ['#e11d48', '#ea580c', '#ca8a04', '#16a34a', '#0891b2', '#2563eb', '#7c3aed', '#c026d3']
 const ADJECTIVES = ['amber', 'brave', 'calm', 'clever', 'eager', 'gentle', 'happy', 'lucid', 'merry', 'nimble', 'quiet', 'rapid', 'silver', 'sunny', 'swift', 'witty']
 const NOUNS = ['otter', 'falcon', 'maple', 'harbor', 'comet', 'meadow', 'lantern', 'river', 'pixel', 'willow', 'summit', 'ember', 'garden', 'atlas', 'breeze', 'cedar']
 
@@ -36,6 +37,15 @@ function remembered (key, make) {
 
 function remember (key, value) {
   try { localStorage.setItem(key, value) } catch (_) {}
+}
+
+/**
+ * The access token for servers with auth on, from the page URL's fragment: `/d/<name>#token=<jwt>`
+ * (a fragment never reaches the server or its logs). Sent as `?token=` on the WebSocket and as
+ * `Authorization: Bearer` to the HTTP API. Null without one.
+ */
+function tokenFromFragment () {
+  try { return new URLSearchParams(location.hash.slice(1)).get('token') || null } catch (_) { return null }
 }
 
 function docNameFromPath (path) {
@@ -82,19 +92,27 @@ function showEditor (name) {
   const doc = new Y.Doc()
   const ytext = doc.getText('codemirror')
   const serverUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
-  const provider = new WebsocketProvider(serverUrl, name, doc)
+  const token = tokenFromFragment()
+  const provider = new WebsocketProvider(serverUrl, name, doc, token ? { params: { token } } : {})
 
+  // The user's name, in the awareness state `user: {name, color}`: other people see it on the
+  // cursor and in "Here now", and with auth off the server records it as the author of the edits
+  // (the History panel shows it). It is the "Your name" field, remembered in localStorage under
+  // `weft:name` (tests set that key before the page loads). The colour follows from the name
+  // (colorFor), so the History panel shows a person's changes in the colour of their cursor.
   const myName = remembered('weft:name', () => `${pick(ADJECTIVES)} ${pick(NOUNS)}`.replace(/\b\w/g, c => c.toUpperCase()))
-  const myColor = remembered('weft:color', () => pick(COLORS))
-  const me = { name: myName, color: myColor, colorLight: myColor + '33' }
+  const me = { name: myName, color: colorFor(myName), colorLight: colorFor(myName) + '33' }
   provider.awareness.setLocalStateField('user', me)
   $('my-name').value = myName
-  $('my-swatch').style.background = myColor
+  $('my-swatch').style.background = me.color
   $('my-name').addEventListener('input', () => {
     const value = $('my-name').value.trim() || 'Anonymous'
     me.name = value
+    me.color = colorFor(value)
+    me.colorLight = me.color + '33'
+    $('my-swatch').style.background = me.color
     remember('weft:name', value)
-    provider.awareness.setLocalStateField('user', me)
+    provider.awareness.setLocalStateField('user', { ...me })
   })
 
   // Connection state, always visible.
@@ -147,8 +165,10 @@ function showEditor (name) {
   })
   view.focus()
 
+  const history = setupHistory({ name, token, editorEl: $('editor') })
+
   // For debugging from the console and for the browser tests.
-  window.weft = { doc, ytext, provider, view }
+  window.weft = { doc, ytext, provider, view, history, colorFor }
 }
 
 const name = docNameFromPath(location.pathname)
