@@ -32,9 +32,11 @@ pub(crate) enum DocCommand {
         /// Who sent it, for an API update (a session's is known to the actor).
         author: Option<Author>,
     },
-    /// Keep a version now (named `label`); answered with it once stored.
+    /// Keep a version now (named `label`); answered with it once stored. With `reuse`, the
+    /// last version is the answer if nothing changed since.
     KeepVersion {
         label: Option<String>,
+        reuse: bool,
         reply: oneshot::Sender<Result<Option<VersionMeta>, DocError>>,
     },
     /// Any other message from a joined session.

@@ -20,6 +20,9 @@ pub enum DocError {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The request conflicts with the document's state (e.g. a version already names it).
+    #[error("{0}")]
+    Conflict(String),
     /// The document was deleted (and not created again since).
     #[error("document was deleted")]
     Deleted,

@@ -277,10 +277,30 @@ impl Registry {
         name: &DocName,
         label: Option<String>,
     ) -> Result<Option<VersionMeta>, DocError> {
+        self.keep(name, label, false).await
+    }
+
+    /// A version holding the document as it is now: the last one if nothing changed since it,
+    /// else a new one named `label` (what a restore keeps of the state it replaces).
+    pub async fn ensure_version(
+        &self,
+        name: &DocName,
+        label: String,
+    ) -> Result<Option<VersionMeta>, DocError> {
+        self.keep(name, Some(label), true).await
+    }
+
+    async fn keep(
+        &self,
+        name: &DocName,
+        label: Option<String>,
+        reuse: bool,
+    ) -> Result<Option<VersionMeta>, DocError> {
         let (_, kept) = self
             .call(name, |reply| {
                 Ok(DocCommand::KeepVersion {
                     label: label.clone(),
+                    reuse,
                     reply,
                 })
             })

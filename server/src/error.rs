@@ -81,6 +81,7 @@ impl From<DocError> for ApiError {
     fn from(error: DocError) -> Self {
         match error {
             DocError::Refused(why) => ApiError::BadRequest(why),
+            DocError::Conflict(why) => ApiError::Conflict(why),
             DocError::ShuttingDown => ApiError::Unavailable(error.to_string()),
             DocError::Unavailable(_) | DocError::Unloaded => {
                 ApiError::Unavailable(error.to_string())

@@ -201,6 +201,9 @@ impl Application {
             hosts,
             inflight,
             readiness: Readiness::default(),
+            history_work: Arc::new(tokio::sync::Semaphore::new(
+                crate::versions::HISTORY_WORKERS,
+            )),
             shutdown: shutdown_rx,
         });
         let mut server = HttpServer::new(move || {

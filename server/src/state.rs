@@ -30,6 +30,9 @@ pub struct AppState {
     pub inflight: Arc<crate::inflight::InflightBytes>,
     /// The last readiness answer (`/readyz` checks the store at most once a second).
     pub readiness: Readiness,
+    /// History work that takes CPU (rebuilding, comparing, restoring versions): a few at a
+    /// time, so a flood of such requests cannot take every core from editing.
+    pub history_work: Arc<tokio::sync::Semaphore>,
     /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).
     pub shutdown: watch::Receiver<bool>,
 }

@@ -29,6 +29,23 @@ use crate::state::AppState;
 /// The longest label a named version may have, in characters.
 const MAX_LABEL_CHARS: usize = 200;
 
+/// History requests doing CPU work at once (the others wait, up to [`HISTORY_WAIT`]).
+pub const HISTORY_WORKERS: usize = 2;
+
+/// How long a history request waits for its turn before it is told to retry (503).
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A turn at history CPU work.
+async fn turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let permit = state.history_work.clone().acquire_owned();
+    match tokio::time::timeout(HISTORY_WAIT, permit).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::Busy(
+            "too many version-history requests at once; try again shortly".into(),
+        )),
+    }
+}
+
 /// Registers the routes (inside the `/api` scope, before the document routes).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/docs/{name:.*}/versions", web::get().to(list))
@@ -176,6 +193,7 @@ async fn version_update(
 ) -> Result<HttpResponse, ApiError> {
     let (path, id) = path.into_inner();
     let (name, _) = open(&req, &path, &state, Permission::Read).await?;
+    let _turn = turn(&state).await?;
     let (_, update) = state_at(&state, &name, version_id(&id)?).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -189,6 +207,7 @@ async fn version_json(
 ) -> Result<HttpResponse, ApiError> {
     let (path, id) = path.into_inner();
     let (name, _) = open(&req, &path, &state, Permission::Read).await?;
+    let _turn = turn(&state).await?;
     let (_, update) = state_at(&state, &name, version_id(&id)?).await?;
     let json = blocking(move || {
         let doc = history::version_doc(&update, false).map_err(history_error)?;
@@ -223,6 +242,7 @@ async fn version_changes(
             "since must be the id of an older version".into(),
         ));
     }
+    let _turn = turn(&state).await?;
     let store = state.registry.store().clone();
     let changes = history::changes::changes(store.as_ref(), &name, version, since)
         .await
@@ -253,11 +273,13 @@ async fn restore(
     let request: RestoreRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": \"<id>\"}}: {e}")))?;
     let version = version_id(&request.version)?;
+    let _turn = turn(&state).await?;
     let (_, target) = state_at(&state, &name, version).await?;
-    // The state before the restore is kept, named, so the restore can be undone.
+    // The state before the restore is kept (named, unless a version holds it already), so
+    // the restore can be undone.
     let before = state
         .registry
-        .keep_version(&name, Some(format!("Before restoring version {version}")))
+        .ensure_version(&name, format!("Before restoring version {version}"))
         .await?;
     let (current, roots) = state
         .registry

@@ -166,7 +166,8 @@ async fn versions_are_named_listed_read_compared_and_restored_live() {
     bob.pump_until("edit after restore", |c| c.text() == "Hello world!")
         .await;
 
-    // The state before the restore was kept, named; restoring it undoes the restore.
+    // The state before the restore is a version (here the one just named: nothing changed
+    // since); restoring it undoes the restore.
     let listed = get_json(&http, api("/versions")).await;
     let kept = listed
         .as_array()
@@ -174,7 +175,8 @@ async fn versions_are_named_listed_read_compared_and_restored_live() {
         .iter()
         .find(|v| v["id"] == before.as_str())
         .expect("the version before the restore is listed");
-    assert_eq!(kept["label"], "Before restoring version 2");
+    assert_eq!(before, "3");
+    assert_eq!(kept["label"], "shorter");
     assert_eq!(
         get_json(&http, api(&format!("/versions/{before}/json"))).await,
         json!({"text": "Hello"})
@@ -193,6 +195,20 @@ async fn versions_are_named_listed_read_compared_and_restored_live() {
         .await;
     let fresh = TestClient::connect_synced(&app.ws_url("notes")).await;
     assert_eq!(fresh.text(), "Hello");
+    // This time the state before had changed since the last version: it was kept, named.
+    let listed = get_json(&http, api("/versions")).await;
+    assert_eq!(listed[0]["label"], "Before restoring version 3");
+    assert_eq!(
+        get_json(
+            &http,
+            api(&format!(
+                "/versions/{}/json",
+                listed[0]["id"].as_str().unwrap()
+            ))
+        )
+        .await,
+        json!({"text": "Hello world!"})
+    );
     app.stop().await;
 }
 
@@ -279,6 +295,51 @@ async fn history_requests_are_checked() {
     // Nothing above kept a version.
     let listed = get_json(&http, api("/versions")).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Naming an unchanged, already named state conflicts.
+    assert_eq!(
+        status(post("/versions", json!({"label": "again"})).await.unwrap()),
+        409
+    );
+
+    // A flood of history reads: each is served or told to retry; editing goes on.
+    let mut watcher = TestClient::connect_synced(&app.ws_url("d")).await;
+    let reads: Vec<_> = (0..40)
+        .map(|_| {
+            let http = http.clone();
+            let url = api("/versions/1/json");
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    client.insert(0, ">").await;
+    watcher
+        .pump_until("edit during the flood", |c| c.text() == ">text")
+        .await;
+    for read in reads {
+        let status = read.await.unwrap();
+        assert!(status == 200 || status == 503, "{status}");
+    }
+
+    // Named versions are bounded: a writer naming in a loop meets a clear refusal.
+    let limit = 1000;
+    let mut refused = None;
+    for i in 0..=limit {
+        let posted = http
+            .post(api("/update"))
+            .body(text_update(&format!("{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 204);
+        let named = post("/versions", json!({"label": format!("n{i}")}))
+            .await
+            .unwrap();
+        if named.status() != 201 {
+            refused = Some((i, named.status().as_u16()));
+            break;
+        }
+    }
+    // Version 1 and "one" count: the 999th new name is refused.
+    assert_eq!(refused, Some((limit - 1, 409)));
     app.stop().await;
 
     // History off: every history route answers 404, and nothing is kept.
@@ -328,6 +389,9 @@ async fn history_respects_tokens_and_refuses_writing_under_another_users_client_
 
     let mut a = TestClient::connect_synced(&ws(&alice)).await;
     a.insert(0, "alice wrote this").await;
+    let mut seen = TestClient::connect_synced(&ws(&alice)).await;
+    seen.pump_until("stored", |c| c.text() == "alice wrote this")
+        .await;
     let kept = http
         .post(api("/versions"))
         .bearer_auth(&alice)
@@ -458,17 +522,20 @@ async fn automatic_versions_follow_the_interval_and_retention_drops_old_unnamed_
         list().await.as_array().unwrap().len() == 1
     })
     .await;
-    name_version(&http, &app, "auto", "named").await; // version 2, never dropped
+    // Nothing changed since version 1: naming it labels that version (never dropped).
+    let named = name_version(&http, &app, "auto", "named").await;
+    assert_eq!(named["id"], "1");
+    assert_eq!(list().await[0]["label"], "named");
     client.insert(1, "b").await;
     poll_until("a second automatic version", || async {
-        list().await.as_array().unwrap().len() == 3
+        list().await.as_array().unwrap().len() == 2
     })
     .await;
     // Nothing changes: no more versions.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(list().await.as_array().unwrap().len(), 3);
+    assert_eq!(list().await.as_array().unwrap().len(), 2);
 
-    // Once versions 1 and 3 are older than the retention, the next version drops them.
+    // Once version 2 is older than the retention, the next version drops it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     client.insert(2, "c").await;
     poll_until("old unnamed versions dropped", || async {
@@ -479,11 +546,11 @@ async fn automatic_versions_follow_the_interval_and_retention_drops_old_unnamed_
             .iter()
             .map(|v| v["id"].as_str().unwrap().to_string())
             .collect();
-        ids == ["4", "2"]
+        ids == ["3", "1"]
     })
     .await;
     // What is left still reads back whole.
-    for (id, text) in [("2", "a"), ("4", "abc")] {
+    for (id, text) in [("1", "a"), ("3", "abc")] {
         let update = http
             .get(api(&format!("/versions/{id}/update")))
             .send()
@@ -501,10 +568,10 @@ async fn automatic_versions_follow_the_interval_and_retention_drops_old_unnamed_
     client.pump_until("stored", |c| c.text() == "abcd").await;
     drop(client);
     poll_until("a version when the last client left", || async {
-        list().await[0]["id"] == "5"
+        list().await[0]["id"] == "4"
     })
     .await;
-    let update = http.get(api("/versions/5/update")).send().await.unwrap();
+    let update = http.get(api("/versions/4/update")).send().await.unwrap();
     assert_eq!(text_of(&update.bytes().await.unwrap()), "abcd");
     app.stop().await;
 }
@@ -566,8 +633,9 @@ async fn versions_and_attribution_survive_restart_and_sigkill() {
     }
     // Edits after the last version: a SIGKILL loses their attribution, never a version.
     client.insert(0, "x").await;
-    client
-        .pump_until("edit", |c| c.text().starts_with('x'))
+    let mut reader = TestClient::connect_synced(&server.ws_url("kept")).await;
+    reader
+        .pump_until("edit stored", |c| c.text().starts_with('x'))
         .await;
     let before = snapshot(&http, &base).await;
     assert!(before.iter().all(|(v, _)| v["authors"] == json!(["dana"])));

@@ -35,6 +35,9 @@ const MERGE_AT_UPDATES: usize = 4096;
 const CUT_AT_BYTES: usize = 32 * 1024 * 1024;
 /// Attempts at keeping a version when other nodes take the numbers first.
 const ATTEMPTS: usize = 5;
+/// Most named versions a document keeps (retention never drops them, so a writer naming
+/// versions in a loop must meet a bound).
+pub const MAX_NAMED_VERSIONS: usize = 1000;
 
 pub(super) struct Recorder {
     name: DocName,
@@ -277,6 +280,11 @@ impl Recorder {
         if self.updates.is_empty() && label.is_none() {
             return Ok(None);
         }
+        if let Some(label) = &label {
+            if let Some(named) = self.name_only(label).await? {
+                return Ok(Some(named));
+            }
+        }
         let data = VersionData {
             state: None,
             parts: self.parts(),
@@ -326,6 +334,77 @@ impl Recorder {
         Err(DocError::Unavailable(
             "other nodes keep taking the version numbers; try again".into(),
         ))
+    }
+
+    /// A version holding the document as it is now: the last one if nothing changed since,
+    /// else a new one named `label` (what a restore keeps of the state it replaces).
+    pub async fn ensure(
+        &mut self,
+        doc: &DurableDoc,
+        label: Option<String>,
+    ) -> Result<Option<VersionMeta>, DocError> {
+        self.load(doc).await;
+        if self.loaded && self.updates.is_empty() {
+            if let Some((seq, _)) = &self.last {
+                let seq = *seq;
+                let metas = list(self.store.as_ref(), &self.name)
+                    .await
+                    .map_err(history_error)?;
+                if metas.last().is_some_and(|m| m.seq == seq) {
+                    return Ok(metas.into_iter().next_back());
+                }
+            }
+        }
+        self.cut(doc, label).await
+    }
+
+    /// Naming when nothing changed since the last version: that version gets the label (if it
+    /// has none: `Some`), or the request conflicts. Also refuses a name beyond
+    /// [`MAX_NAMED_VERSIONS`]. `None`: a new version is to be kept.
+    async fn name_only(&mut self, label: &str) -> Result<Option<VersionMeta>, DocError> {
+        let metas = list(self.store.as_ref(), &self.name)
+            .await
+            .map_err(history_error)?;
+        if metas.iter().filter(|m| m.label.is_some()).count() >= MAX_NAMED_VERSIONS {
+            return Err(DocError::Conflict(format!(
+                "a document keeps at most {MAX_NAMED_VERSIONS} named versions"
+            )));
+        }
+        let Some(last) = metas.last() else {
+            return Ok(None);
+        };
+        let unchanged =
+            self.updates.is_empty() && self.last.as_ref().is_some_and(|(seq, _)| *seq == last.seq);
+        if !unchanged {
+            return Ok(None);
+        }
+        if let Some(existing) = &last.label {
+            return Err(DocError::Conflict(format!(
+                "nothing changed since version {}, named {existing:?}",
+                last.seq
+            )));
+        }
+        let named = VersionMeta {
+            label: Some(label.to_string()),
+            ..last.clone()
+        };
+        let data = self
+            .store
+            .version_data(&self.name, last.seq, last.seq)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, data)| data)
+            .ok_or_else(|| DocError::Unavailable("the version changed meanwhile".into()))?;
+        let record = VersionRecord {
+            seq: named.seq,
+            meta: named.encode(),
+            data,
+        };
+        self.store
+            .rewrite_versions(&self.name, &[], vec![record])
+            .await?;
+        Ok(Some(named))
     }
 
     /// Drops unnamed versions older than the retention, rewriting as full every version whose

@@ -251,7 +251,11 @@ impl DocActor {
                     author,
                 } => self.take_update(origin, update, author, &mut pending, &mut out),
                 // Kept once this batch's updates are durable (and recorded).
-                DocCommand::KeepVersion { label, reply } => keep.push((label, reply)),
+                DocCommand::KeepVersion {
+                    label,
+                    reuse,
+                    reply,
+                } => keep.push((label, reuse, reply)),
                 DocCommand::Message { conn, message } => {
                     self.doc.apply(&mut pending, &mut out).await;
                     self.message(conn, message, &mut out);
@@ -296,8 +300,12 @@ impl DocActor {
                 return Exit::Stop;
             }
         }
-        for (label, reply) in keep {
-            let _ = reply.send(self.history.cut(&self.doc, label).await);
+        for (label, reuse, reply) in keep {
+            let kept = match reuse {
+                true => self.history.ensure(&self.doc, label).await,
+                false => self.history.cut(&self.doc, label).await,
+            };
+            let _ = reply.send(kept);
         }
         if let Some(stop) = stop {
             self.stop_for(stop).await;
