@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod helpers;
 mod history;
+mod history_trust;
 mod hostile;
 mod http;
 mod load_smoke;
