@@ -461,6 +461,12 @@ async fn a_restore_reaches_rich_text_and_maps_too() {
             map.insert(txn, "title", "one");
         })
         .await;
+    let stored =
+        || async { get_json(&http, app.http_url("/api/docs/rich/json")).await["meta"].clone() };
+    poll_until("first change stored", || async {
+        stored().await == json!({"title": "one"})
+    })
+    .await;
     name_version(&http, &app, "rich", "one").await;
     client
         .change(|txn| {
@@ -472,6 +478,10 @@ async fn a_restore_reaches_rich_text_and_maps_too() {
             map.insert(txn, "extra", true);
         })
         .await;
+    poll_until("second change stored", || async {
+        stored().await == json!({"title": "two", "extra": true})
+    })
+    .await;
     let restored = http
         .post(app.http_url("/api/docs/rich/restore"))
         .json(&json!({"version": "1"}))
