@@ -5,9 +5,9 @@
 //!    259,778 edits spread evenly over 10 hours of virtual time, with history on at the default
 //!    `--history-interval` (1 minute) and `--history-retention` (30 days); then the session
 //!    leaves (a version is kept) and the document unloads (compacted). The same replay with
-//!    history off gives the compacted size to compare with. Printed: the stored bytes (snapshot
-//!    + log + every version's meta and data), the ratio, what the versions' data is made of,
-//!    where rendering the newest version goes, and the same parts squashed for comparison.
+//!    history off gives the compacted size to compare with. Printed: the stored bytes
+//!    (snapshot, log, every version's meta and data), the ratio, what the versions' data is made
+//!    of, where rendering the newest version goes, and the same parts squashed for comparison.
 //! 2. **Memory.** The same document loaded from a sled store in a fresh process (this binary,
 //!    re-run with `WEFT_HISTORY_RSS_CHILD`), history on and off: process RSS before the load,
 //!    once the document is in memory, and after one interval of typing (433 keystrokes).
