@@ -19,7 +19,7 @@ use yrs::{ClientID, StateVector, Update};
 use super::durable::DurableDoc;
 use crate::error::DocError;
 use crate::history::read::list;
-use crate::history::record::sv_pairs;
+use crate::history::record::{sv_pairs, v1_to_v2};
 use crate::history::{
     read, Author, HistoryConfig, HistoryError, Part, VersionData, VersionMeta, UNKNOWN_AUTHOR,
 };
@@ -199,7 +199,7 @@ impl Recorder {
         !self.updates.is_empty()
     }
 
-    /// The recorded updates as one merged update per author.
+    /// The recorded updates as one merged update (lib0 v1) per author.
     fn parts(&self) -> Vec<Part> {
         let mut by_author: BTreeMap<&str, Vec<&Bytes>> = BTreeMap::new();
         for (authors, update) in &self.updates {
@@ -285,11 +285,12 @@ impl Recorder {
                 return Ok(Some(named));
             }
         }
-        let data = VersionData {
-            state: None,
-            parts: self.parts(),
+        let mut parts = self.parts();
+        for part in &mut parts {
+            part.update = v1_to_v2(&part.update)
+                .map_err(|e| DocError::Unavailable(format!("cannot encode a version: {e}")))?;
         }
-        .encode();
+        let data = VersionData { state: None, parts }.encode();
         let sv = doc.state_vector();
         let mut meta = VersionMeta {
             seq: 0,

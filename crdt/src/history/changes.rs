@@ -14,7 +14,7 @@ use yrs::types::text::{ChangeKind as YChangeKind, YChange};
 use yrs::updates::decoder::Decode;
 use yrs::{Any, ClientID, IdSet, Out, ReadTxn, Text, TextRef, Transact, Update, ID};
 
-use super::read::{self, apply, chain, list, merge_chain, HistoryError};
+use super::read::{self, apply_v2, chain, list, merge_chain, HistoryError};
 use super::record::VersionMeta;
 use super::UNKNOWN_AUTHOR;
 use crate::name::DocName;
@@ -113,7 +113,7 @@ pub async fn changes(
         let data = super::VersionData::decode(&bytes)
             .map_err(|e| HistoryError::Unreadable(format!("version {seq}: {e}")))?;
         for part in data.parts {
-            let Ok(update) = Update::decode_v1(&part.update) else {
+            let Ok(update) = Update::decode_v2(&part.update) else {
                 return Err(HistoryError::Unreadable(format!("version {seq}: bad part")));
             };
             edits.push(Edits {
@@ -151,9 +151,12 @@ fn diff_texts(
     edits: &[Edits],
     owners: &HashMap<ClientID, String>,
 ) -> Result<BTreeMap<String, Vec<Change>>, HistoryError> {
-    let doc = read::version_doc(older.unwrap_or(yrs::Update::EMPTY_V1), true)?;
+    let doc = read::version_doc(yrs::Update::EMPTY_V1, true)?;
+    if let Some(older) = older {
+        apply_v2(&doc, older)?;
+    }
     let lo = doc.transact().snapshot();
-    apply(&doc, newer)?;
+    apply_v2(&doc, newer)?;
     let hi = doc.transact().snapshot();
     let mut txn = doc.transact_mut();
     let roots: Vec<(String, Out)> = txn

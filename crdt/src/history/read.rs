@@ -72,13 +72,13 @@ pub async fn chain(
     Ok(chain)
 }
 
-/// Every update of a chain merged into one (the state at its last version).
+/// Every update of a chain merged into one (the state at its last version), lib0 v2.
 pub fn merge_chain(chain: &[(VersionMeta, VersionData)]) -> Result<Bytes, HistoryError> {
     let updates: Vec<&[u8]> = chain
         .iter()
         .flat_map(|(_, data)| data.updates().map(|u| u.as_ref()))
         .collect();
-    let merged = catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v1(updates)));
+    let merged = catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v2(updates)));
     match merged {
         Ok(Ok(merged)) => Ok(Bytes::from(merged)),
         Ok(Err(error)) => Err(HistoryError::Unreadable(format!("merge: {error}"))),
@@ -88,7 +88,7 @@ pub fn merge_chain(chain: &[(VersionMeta, VersionData)]) -> Result<Bytes, Histor
     }
 }
 
-/// Version `version` of `doc` and its state, as one Yjs v1 update.
+/// Version `version` of `doc` and its state, as one Yjs (lib0 v1) update.
 pub async fn version_update(
     store: &dyn DocStore,
     doc: &DocName,
@@ -97,6 +97,7 @@ pub async fn version_update(
     let metas = list(store, doc).await?;
     let chain = chain(store, doc, &metas, version).await?;
     let state = merge_chain(&chain)?;
+    let state = super::record::v2_to_v1(&state).map_err(HistoryError::Unreadable)?;
     let meta = chain
         .last()
         .map(|(meta, _)| meta.clone())
@@ -104,7 +105,8 @@ pub async fn version_update(
     Ok((meta, state))
 }
 
-/// A document holding `update` (deleted content kept when `keep_deleted`, as a diff needs).
+/// A document holding `update` (lib0 v1; deleted content kept when `keep_deleted`, as a diff
+/// needs).
 pub fn version_doc(update: &[u8], keep_deleted: bool) -> Result<Doc, HistoryError> {
     let doc = Doc::with_options(Options {
         skip_gc: keep_deleted,
@@ -114,10 +116,22 @@ pub fn version_doc(update: &[u8], keep_deleted: bool) -> Result<Doc, HistoryErro
     Ok(doc)
 }
 
-/// Applies `update` to `doc`, every yrs call guarded.
+/// Applies `update` (lib0 v1) to `doc`, every yrs call guarded.
 pub(super) fn apply(doc: &Doc, update: &[u8]) -> Result<(), HistoryError> {
+    apply_decoded(doc, || Update::decode_v1(update))
+}
+
+/// Applies `update` (lib0 v2) to `doc`, every yrs call guarded.
+pub(super) fn apply_v2(doc: &Doc, update: &[u8]) -> Result<(), HistoryError> {
+    apply_decoded(doc, || Update::decode_v2(update))
+}
+
+fn apply_decoded(
+    doc: &Doc,
+    decode: impl FnOnce() -> Result<Update, yrs::encoding::read::Error>,
+) -> Result<(), HistoryError> {
     let applied = catch_unwind(AssertUnwindSafe(|| {
-        let update = Update::decode_v1(update).map_err(|e| e.to_string())?;
+        let update = decode().map_err(|e| e.to_string())?;
         doc.transact_mut()
             .apply_update(update)
             .map_err(|e| e.to_string())

@@ -209,9 +209,27 @@ impl ClientBlockList {
                 _ => { /* cannot squash incompatible types */ }
             }
 
-            // Finally, remove the BlockCells in bulk.
-            self.inner.drain(start_idx..=end_idx);
         }
+        // Finally, remove the squashed BlockCells, all at once (weft patch: draining each range
+        // on its own moved the list's whole tail once per range, quadratic when a large update
+        // squashes many blocks; every index above is still valid since nothing was removed yet).
+        let Some(first) = squash_intervals.iter().map(|r| r.range.start).min() else {
+            return;
+        };
+        let mut remove = vec![false; self.inner.len() - first];
+        for squash_range in &squash_intervals {
+            for i in squash_range.range.start..=squash_range.range.end {
+                remove[i - first] = true;
+            }
+        }
+        let mut tail = self.inner.split_off(first);
+        let mut index = 0;
+        tail.retain(|_| {
+            let keep = !remove[index];
+            index += 1;
+            keep
+        });
+        self.inner.append(&mut tail);
     }
 
     /// Attempts to squash block at a given `index` with a corresponding block on its left side.
