@@ -122,6 +122,15 @@ impl DurableDoc {
         self.doc.transact().state_vector().get(client)
     }
 
+    /// The document's whole delete set, as the tail of a v1 update encodes it.
+    pub fn delete_set_v1(&self) -> Vec<u8> {
+        let txn = self.doc.transact();
+        // An update with no blocks: a zero client count, then the delete set.
+        let mut deletes_only = txn.encode_state_as_update_v1(&txn.state_vector());
+        deletes_only.remove(0);
+        deletes_only
+    }
+
     /// How many elements are deleted in the document (deletions only grow).
     pub fn deleted_count(&self) -> u64 {
         let snapshot = self.doc.transact().snapshot();

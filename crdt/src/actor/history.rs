@@ -159,6 +159,20 @@ impl Recorder {
     }
 
     fn record_one(&mut self, authors: Vec<Arc<str>>, update: Bytes) {
+        // Who first writes under a client id is credited with what is inserted under it
+        // (a verified user also owns it: see `claim`).
+        if let [author] = authors.as_slice() {
+            if let Ok(decoded) = <Update as yrs::updates::decoder::Decode>::decode_v1(&update) {
+                for (client, _) in upper_clocks(&decoded) {
+                    if let std::collections::hash_map::Entry::Vacant(owner) =
+                        self.owners.entry(client)
+                    {
+                        owner.insert(author.clone());
+                        self.new_owners.insert(client, author.clone());
+                    }
+                }
+            }
+        }
         if self.changed_at.is_none() {
             self.changed_at = Some(tokio::time::Instant::now());
         }
@@ -230,6 +244,55 @@ impl Recorder {
         parts
     }
 
+    /// The recorded updates as the live document holds them: one update of the blocks added
+    /// since the last version, squashed as the document squashed them (a run of typing is one
+    /// block, not one per keystroke: rebuilding a version then integrates a few blocks instead
+    /// of every keystroke), credited through its client ids' owners; and one update per author
+    /// of what that author deleted. `None` if the document's encoding is not laid out as
+    /// expected (the per-author merge then stands in).
+    fn squashed_parts(&self, doc: &DurableDoc) -> Option<Vec<Part>> {
+        let since = self
+            .last
+            .as_ref()
+            .map(|(_, sv)| sv.clone())
+            .unwrap_or_default();
+        let diff = doc.encode_diff(&since);
+        let deletes = doc.delete_set_v1();
+        let blocks_len = diff.len().checked_sub(deletes.len())?;
+        if !diff.ends_with(&deletes) {
+            return None;
+        }
+        let mut blocks = diff[..blocks_len].to_vec();
+        blocks.push(0); // An empty delete set.
+        let mut parts = vec![Part {
+            author: UNKNOWN_AUTHOR.to_string(),
+            update: Bytes::from(blocks),
+        }];
+        let mut deleted: BTreeMap<&str, yrs::IdSet> = BTreeMap::new();
+        for (authors, update) in &self.updates {
+            let author = match authors.as_slice() {
+                [one] => one.as_ref(),
+                _ => UNKNOWN_AUTHOR,
+            };
+            let update = <Update as yrs::updates::decoder::Decode>::decode_v1(update).ok()?;
+            if !update.delete_set().is_empty() {
+                deleted
+                    .entry(author)
+                    .or_default()
+                    .merge_with(update.delete_set().clone());
+            }
+        }
+        for (author, set) in deleted {
+            let mut update = vec![0]; // No blocks.
+            update.extend_from_slice(&yrs::updates::encoder::Encode::encode_v1(&set));
+            parts.push(Part {
+                author: author.to_string(),
+                update: Bytes::from(update),
+            });
+        }
+        Some(parts)
+    }
+
     /// Everyone whose edits were recorded since the last version.
     fn authors(&self) -> Vec<String> {
         let mut authors: BTreeSet<String> = self
@@ -285,7 +348,7 @@ impl Recorder {
                 return Ok(Some(named));
             }
         }
-        let mut parts = self.parts();
+        let mut parts = self.squashed_parts(doc).unwrap_or_else(|| self.parts());
         for part in &mut parts {
             part.update = v1_to_v2(&part.update)
                 .map_err(|e| DocError::Unavailable(format!("cannot encode a version: {e}")))?;
