@@ -204,6 +204,7 @@ impl Application {
             history_work: Arc::new(tokio::sync::Semaphore::new(
                 crate::versions::HISTORY_WORKERS,
             )),
+            restoring: tokio::sync::Mutex::new(()),
             shutdown: shutdown_rx,
         });
         let mut server = HttpServer::new(move || {

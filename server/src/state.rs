@@ -33,6 +33,9 @@ pub struct AppState {
     /// History work that takes CPU (rebuilding, comparing, restoring versions): a few at a
     /// time, so a flood of such requests cannot take every core from editing.
     pub history_work: Arc<tokio::sync::Semaphore>,
+    /// Held by the restore in progress (restores are rare; one at a time keeps each one's
+    /// `before` version the state it replaced).
+    pub restoring: tokio::sync::Mutex<()>,
     /// Flips to `true` when the server starts shutting down (`/readyz` then answers 503).
     pub shutdown: watch::Receiver<bool>,
 }

@@ -165,25 +165,53 @@ async fn name_version(
             "a label is 1 to {MAX_LABEL_CHARS} characters"
         )));
     }
+    // No control characters (NUL, escapes, line breaks) and no bidirectional overrides, which
+    // would make a label display as something else.
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if label.chars().any(|c| c.is_control() || bidi(c)) {
+        return Err(ApiError::BadRequest(
+            "a label may not hold control or bidirectional-override characters".into(),
+        ));
+    }
     let kept = state.registry.keep_version(&name, Some(label)).await?;
     let meta = kept.ok_or_else(|| ApiError::Internal("no version was kept".into()))?;
     Ok(HttpResponse::Created().json(VersionJson::from(&meta)))
 }
 
+/// A version id as the API writes them (`01` or `+1` name no version).
 fn version_id(id: &str) -> Result<VersionSeq, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::NotFound("no such version".into()))
+    id.parse::<VersionSeq>()
+        .ok()
+        .filter(|seq| seq.to_string() == id)
+        .ok_or_else(|| ApiError::NotFound("no such version".into()))
 }
 
-/// The state at a version, read from the store.
+/// Runs history work (store reads, then CPU work that grows with the document) on the blocking
+/// pool, so a long one never holds up the HTTP and WebSocket workers.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
+        .await
+        .map_err(|_| ApiError::Internal("the work panicked".into()))?
+}
+
+/// The state at a version, read from the store (off the workers: merging a long chain is CPU
+/// work).
 async fn state_at(
     state: &AppState,
     name: &DocName,
     id: VersionSeq,
 ) -> Result<(VersionMeta, bytes::Bytes), ApiError> {
-    history::version_update(state.registry.store().as_ref(), name, id)
-        .await
-        .map_err(history_error)
+    let store = state.registry.store().clone();
+    let name = name.clone();
+    off_the_workers(async move {
+        history::version_update(store.as_ref(), &name, id)
+            .await
+            .map_err(history_error)
+    })
+    .await
 }
 
 async fn version_update(
@@ -217,23 +245,24 @@ async fn version_json(
     Ok(HttpResponse::Ok().json(json))
 }
 
-#[derive(Deserialize)]
-struct ChangesQuery {
-    since: Option<String>,
-}
-
 async fn version_changes(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    query: web::Query<ChangesQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (path, id) = path.into_inner();
     let (name, _) = open(&req, &path, &state, Permission::Read).await?;
     let version = version_id(&id)?;
-    let since = match query.since.as_deref() {
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let mut since_values = query.iter().filter(|(key, _)| key == "since");
+    let since = since_values.next().map(|(_, value)| value.as_str());
+    if since_values.next().is_some() {
+        return Err(ApiError::BadRequest("since given more than once".into()));
+    }
+    let since = match since {
         None | Some("") => None,
-        Some(since) => Some(since.parse::<VersionSeq>().map_err(|_| {
+        Some(since) => Some(version_id(since).map_err(|_| {
             ApiError::BadRequest("since must be the id of an older version".into())
         })?),
     };
@@ -244,9 +273,12 @@ async fn version_changes(
     }
     let _turn = turn(&state).await?;
     let store = state.registry.store().clone();
-    let changes = history::changes::changes(store.as_ref(), &name, version, since)
-        .await
-        .map_err(history_error)?;
+    let changes = off_the_workers(async move {
+        history::changes::changes(store.as_ref(), &name, version, since)
+            .await
+            .map_err(history_error)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(changes))
 }
 
@@ -273,6 +305,9 @@ async fn restore(
     let request: RestoreRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": \"<id>\"}}: {e}")))?;
     let version = version_id(&request.version)?;
+    // One restore at a time: each keeps the state it replaces as its `before`, which a
+    // concurrent restore would change under it.
+    let _one = state.restoring.lock().await;
     let _turn = turn(&state).await?;
     let (_, target) = state_at(&state, &name, version).await?;
     // The state before the restore is kept (named, unless a version holds it already), so

@@ -291,6 +291,31 @@ async fn history_requests_are_checked() {
         ),
         400
     );
+    // Ids are written one way only; a query names `since` once; labels hold no control or
+    // bidirectional-override characters. Every refusal is JSON.
+    for path in ["/versions/01/update", "/versions/001/json"] {
+        assert_eq!(
+            status(http.get(api(path)).send().await.unwrap()),
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(post("/restore", json!({"version": "01"})).await.unwrap()),
+        404
+    );
+    let twice = http
+        .get(api("/versions/1/changes?since=0&since=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    let body: Value = twice.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("more than once"));
+    for label in ["x\u{0}y", "a\u{1b}[31mb", "line\nbreak", "abc\u{202e}def"] {
+        let refused = post("/versions", json!({ "label": label })).await.unwrap();
+        assert_eq!(refused.status(), 400, "{label:?}");
+    }
     let missing = http
         .get(app.http_url("/api/docs/nothing-here/versions"))
         .send()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use weft_server::auth::{claims_for, AuthConfig, Authenticator, Permission};
+use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact};
 
 use crate::helpers::*;
@@ -239,5 +240,64 @@ async fn versions_and_attribution_survive_restart_and_sigkill() {
     let server = WeftProcess::start(dir.path(), &args);
     let base = server.http_url("/api/docs/kept");
     assert_eq!(snapshot(&http, &base).await, latest);
+    server.terminate();
+}
+
+/// A user's claim on a Yjs client id is durable as soon as it is made: after a SIGKILL right
+/// after her first edit, another user still cannot write under alice's client id (and be
+/// credited with her text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_claim_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--auth-secret", SECRET, "--history-interval", "1h"];
+    let server = WeftProcess::start(dir.path(), &args);
+    let hour = Duration::from_secs(3600);
+    let alice = token("alice", "claimed", Permission::Write, hour);
+    let bob = token("bob", "claimed", Permission::Write, hour);
+    let ws =
+        |server: &WeftProcess, token: &str| format!("{}?token={token}", server.ws_url("claimed"));
+    let mut a = TestClient::connect_synced(&ws(&server, &alice)).await;
+    let alice_id = a.doc.client_id().get();
+    a.insert(0, "alice's words").await;
+    let mut reader = TestClient::connect_synced(&ws(&server, &alice)).await;
+    reader
+        .pump_until("stored", |c| c.text() == "alice's words")
+        .await;
+    server.kill9();
+
+    let server = WeftProcess::start(dir.path(), &args);
+    let http = reqwest::Client::new();
+    let api = |path: &str| server.http_url(&format!("/api/docs/claimed{path}"));
+    let state = http
+        .get(api("/update"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    let state = state.bytes().await.unwrap();
+    let forger = Doc::with_client_id(alice_id);
+    let text = forger.get_or_insert_text("text");
+    let update = {
+        let mut txn = forger.transact_mut();
+        txn.apply_update(yrs::Update::decode_v1(&state).unwrap())
+            .unwrap();
+        let before = txn.state_vector();
+        yrs::Text::insert(&text, &mut txn, 0, "bob: ");
+        txn.encode_state_as_update_v1(&before)
+    };
+    let forged = http
+        .post(api("/update"))
+        .bearer_auth(&bob)
+        .body(update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        400,
+        "bob may not write under alice's client id"
+    );
+    let fresh = TestClient::connect_synced(&ws(&server, &alice)).await;
+    assert_eq!(fresh.text(), "alice's words");
     server.terminate();
 }

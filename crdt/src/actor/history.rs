@@ -58,6 +58,10 @@ pub(super) struct Recorder {
     new_owners: BTreeMap<ClientID, Arc<str>>,
     /// When retention last ran.
     last_fold: Option<Instant>,
+    /// A verified user claimed a client id since the last version: keep one at once, so the
+    /// claim is durable (a crash would otherwise forget who owns the id, and another user
+    /// could write under it and be credited with its text).
+    claimed: bool,
 }
 
 impl Recorder {
@@ -74,6 +78,7 @@ impl Recorder {
             owners: HashMap::new(),
             new_owners: BTreeMap::new(),
             last_fold: None,
+            claimed: false,
         }
     }
 
@@ -141,6 +146,7 @@ impl Recorder {
         for client in claims {
             self.owners.insert(client, author.name.clone());
             self.new_owners.insert(client, author.name.clone());
+            self.claimed = true;
         }
         Ok(())
     }
@@ -211,6 +217,11 @@ impl Recorder {
     /// Whether anything was recorded since the last version.
     pub fn has_changes(&self) -> bool {
         !self.updates.is_empty()
+    }
+
+    /// Whether a verified user claimed a client id since the last version (see `claimed`).
+    pub fn has_new_claims(&self) -> bool {
+        self.enabled() && self.claimed && self.has_changes()
     }
 
     /// The recorded updates as one merged update (lib0 v1) per author.
@@ -384,6 +395,7 @@ impl Recorder {
                 self.update_bytes = 0;
                 self.changed_at = None;
                 self.new_owners.clear();
+                self.claimed = false;
                 self.retain().await;
                 return Ok(Some(meta));
             }

@@ -311,8 +311,10 @@ impl DocActor {
             self.stop_for(stop).await;
             return Exit::Stop;
         }
-        if self.delivery.is_empty() && self.history.has_changes() {
-            // The last client left: keep what it wrote as a version now.
+        if (self.delivery.is_empty() && self.history.has_changes()) || self.history.has_new_claims()
+        {
+            // The last client left: keep what it wrote as a version now. Or a user started
+            // writing under a new client id: make the claim durable now.
             self.keep_version(None).await;
         }
         if self.doc.needs_compaction() {
