@@ -4,7 +4,8 @@
 //!
 //! The two states are rebuilt in one document that keeps deleted content, with a snapshot of
 //! each; yrs's snapshot diff marks every run as added or removed between them, and the parts of
-//! the versions in between (one per author) say whose edit it was.
+//! the versions in between (blocks credited through their client ids' owners, deletions per
+//! author) say whose edit it was.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};

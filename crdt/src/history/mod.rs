@@ -2,8 +2,11 @@
 //! two versions, and the edit that brings an old version back.
 //!
 //! Each version is stored (see [`crate::store::DocStore::add_version`]) as a small [`VersionMeta`]
-//! (time, label, authors, the state vector) and a [`VersionData`]: the updates made since the
-//! version before it, one merged update per author. Reading version *n* merges the chain from
+//! (time, label, authors, the state vector) and a [`VersionData`]: what changed since the
+//! version before it, as parts (lib0 v2 updates): the blocks added, as the live document holds
+//! them (squashed), credited through their client ids, and each author's deletions (a version
+//! written when that was not possible holds each author's updates merged). Reading version *n*
+//! merges the chain from
 //! the nearest earlier *full* version (one that also holds the whole state) up to *n*: the
 //! first version of a document is full by construction (its updates start from nothing), and
 //! retention, when it drops the versions older than `--history-retention`, rewrites the oldest
