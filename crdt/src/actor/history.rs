@@ -62,6 +62,9 @@ pub(super) struct Recorder {
     /// claim is durable (a crash would otherwise forget who owns the id, and another user
     /// could write under it and be credited with its text).
     claimed: bool,
+    /// The recorded bytes at which they are merged next: twice what the last merge left, so
+    /// content that does not shrink by merging is not merged again at every batch.
+    merge_at: usize,
 }
 
 impl Recorder {
@@ -79,6 +82,7 @@ impl Recorder {
             new_owners: BTreeMap::new(),
             last_fold: None,
             claimed: false,
+            merge_at: MERGE_AT_BYTES,
         }
     }
 
@@ -159,8 +163,9 @@ impl Recorder {
         for (authors, update) in written {
             self.record_one(authors, update);
         }
-        if self.update_bytes >= MERGE_AT_BYTES || self.updates.len() >= MERGE_AT_UPDATES {
+        if self.update_bytes >= self.merge_at || self.updates.len() >= MERGE_AT_UPDATES {
             self.merge_per_author();
+            self.merge_at = MERGE_AT_BYTES.max(self.update_bytes.saturating_mul(2));
         }
     }
 
@@ -396,6 +401,7 @@ impl Recorder {
                 self.changed_at = None;
                 self.new_owners.clear();
                 self.claimed = false;
+                self.merge_at = MERGE_AT_BYTES;
                 self.retain().await;
                 return Ok(Some(meta));
             }
