@@ -143,6 +143,20 @@ async fn list(
         .json(listing))
 }
 
+/// A request's JSON body (read within the API's limits), with the in-flight budget it holds;
+/// `shape` names what was expected in the refusal.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    shape: &str,
+) -> Result<(T, crate::inflight::Reservation), ApiError> {
+    let (body, reservation) = read_body(req, payload, state).await?;
+    let request = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {shape}: {e}")))?;
+    Ok((request, reservation))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NameRequest {
@@ -156,9 +170,8 @@ async fn name_version(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, _) = open(&req, &path, &state, Permission::Write).await?;
-    let (body, _reservation) = read_body(&req, payload, &state).await?;
-    let request: NameRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"label\": \"...\"}}: {e}")))?;
+    let (request, _reservation): (NameRequest, _) =
+        json_body(&req, payload, &state, "{\"label\": \"...\"}").await?;
     let label = request.label.trim().to_string();
     if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
         return Err(ApiError::BadRequest(format!(
@@ -301,9 +314,8 @@ async fn restore(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, access) = open(&req, &path, &state, Permission::Write).await?;
-    let (body, _reservation) = read_body(&req, payload, &state).await?;
-    let request: RestoreRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": \"<id>\"}}: {e}")))?;
+    let (request, _reservation): (RestoreRequest, _) =
+        json_body(&req, payload, &state, "{\"version\": \"<id>\"}").await?;
     let version = version_id(&request.version)?;
     // One restore at a time: each keeps the state it replaces as its `before`, which a
     // concurrent restore would change under it.

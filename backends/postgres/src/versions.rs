@@ -80,6 +80,14 @@ pub(crate) async fn list(
         )
         .await
         .map_err(postgres_error)?;
+    numbered(doc, rows)
+}
+
+/// Rows of (seq, bytes) as the contract answers them.
+fn numbered(
+    doc: &DocName,
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<Vec<(VersionSeq, Bytes)>, StoreError> {
     rows.into_iter()
         .map(|row| {
             Ok((
@@ -114,14 +122,7 @@ pub(crate) async fn data(
         )
         .await
         .map_err(postgres_error)?;
-    rows.into_iter()
-        .map(|row| {
-            Ok((
-                from_db(doc, row.get(0))?,
-                Bytes::from(row.get::<_, Vec<u8>>(1)),
-            ))
-        })
-        .collect()
+    numbered(doc, rows)
 }
 
 /// Removes the versions numbered in `drop` and stores `put`, in one transaction; a deleted
